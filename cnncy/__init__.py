@@ -1,0 +1,18 @@
+"""cnncy: small-CNN training on the CPU, with torch's API and torch's numbers.
+
+    import cnncy as torch
+    import cnncy.nn as nn
+    import cnncy.optim as optim
+"""
+from ._parallel import build_arch, openmp_enabled
+from ._threads import get_num_threads, set_num_threads
+from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .creation import (arange, empty, from_numpy, full, manual_seed, ones, ones_like, rand, randint,
+                       randn, randperm, tensor, zeros, zeros_like)
+from .tensor import Size, Tensor, bool_ as bool, float32, float64, int32, int64, uint8
+
+float = float32
+double = float64
+long = int64
+
+__version__ = "0.1.0"

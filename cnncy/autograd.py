@@ -1,0 +1,185 @@
+"""Reverse-mode autograd: graph nodes and the backward pass.
+
+An op is a subclass of Function with two static methods side by side:
+
+    class Exp(Function):
+        @staticmethod
+        def forward(ctx, x):              # ndarrays in, ndarray out
+            out = np.exp(x)
+            ctx.save_for_backward(out)    # what backward needs
+            return out
+
+        @staticmethod
+        def backward(ctx, grad_out):      # one gradient per forward argument
+            (out,) = ctx.saved_tensors
+            return grad_out * out
+
+`Exp.apply(tensor)` unwraps Tensors to ndarrays, runs forward and, when a
+gradient is wanted, records the call's context as the output's `grad_fn`.
+The context *is* the graph node: it keeps the input Tensors (the edges), the
+saved arrays and whatever attributes forward set on it.
+"""
+import contextlib
+
+import numpy as np
+
+_grad_enabled = True
+
+
+def is_grad_enabled():
+    return _grad_enabled
+
+
+class set_grad_enabled(contextlib.ContextDecorator):
+    """Context manager / decorator that turns graph recording on or off."""
+
+    def __init__(self, mode):
+        self.mode = bool(mode)
+        self.previous = []
+
+    def __enter__(self):
+        global _grad_enabled
+        self.previous.append(_grad_enabled)
+        _grad_enabled = self.mode
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self.previous.pop()
+        return False
+
+
+class no_grad(set_grad_enabled):
+    """Like torch.no_grad(): ops inside record no graph."""
+
+    def __init__(self):
+        super().__init__(False)
+
+
+class enable_grad(set_grad_enabled):
+    def __init__(self):
+        super().__init__(True)
+
+
+class Context:
+    """One node of the graph: what forward saved, and the edges to its inputs."""
+
+    __slots__ = ("function", "inputs", "needs_input_grad", "_saved", "_freed", "__dict__")
+
+    def __init__(self, function, inputs, needs_input_grad):
+        self.function = function
+        self.inputs = inputs  # the forward arguments; Tensors are the graph's edges
+        self.needs_input_grad = needs_input_grad
+        self._saved = ()
+        self._freed = False
+
+    def save_for_backward(self, *arrays):
+        self._saved = arrays
+
+    @property
+    def saved_tensors(self):
+        if self._freed:
+            raise RuntimeError(
+                f"{self.name()}: trying to backward through the graph a second time (or directly "
+                "access saved tensors after they have already been freed). Saved intermediate values "
+                "of the graph are freed when you call .backward(). Specify retain_graph=True if you "
+                "need to backward through the graph a second time.")
+        return self._saved
+
+    def release(self):
+        # Only nodes that saved something can fail a second backward, as in torch.
+        if self._saved:
+            self._saved = ()
+            self._freed = True
+
+    def name(self):
+        return self.function.__name__ + "Backward"
+
+    def __repr__(self):
+        return f"<{self.name()}>"
+
+
+class Function:
+    """Base class of every differentiable op; see the module docstring."""
+
+    @staticmethod
+    def forward(ctx, *args):
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *args):
+        from .tensor import Tensor
+
+        needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
+        record = _grad_enabled and any(needs_input_grad)
+        ctx = Context(cls, args if record else (), needs_input_grad)
+        raw = [a._array if isinstance(a, Tensor) else a for a in args]
+        out = cls.forward(ctx, *raw)
+        result = Tensor._wrap(out, requires_grad=record)
+        if record:
+            result.grad_fn = ctx
+        return result
+
+
+def _topological_order(root_node):
+    """Nodes reachable from root_node, each after every node that consumes its output."""
+    order, visited = [], set()
+    stack = [(root_node, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if children_done:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        for inp in node.inputs:
+            parent = getattr(inp, "grad_fn", None)
+            if parent is not None and id(parent) not in visited:
+                stack.append((parent, False))
+    order.reverse()
+    return order
+
+
+def _accumulate_leaf(tensor, grad):
+    from .tensor import Tensor
+
+    if grad.shape != tensor.shape:
+        raise RuntimeError(f"autograd: gradient of shape {grad.shape} for a tensor of shape {tensor.shape}")
+    if tensor.grad is None:
+        # Copy: a backward may hand the same array to several inputs.
+        tensor.grad = Tensor._wrap(np.array(grad, dtype=tensor.dtype, copy=True))
+    else:
+        tensor.grad._array += grad
+
+
+def run_backward(root, grad, retain_graph=False):
+    """Backpropagate `grad` (an ndarray shaped like root) through root's graph."""
+    node = root.grad_fn
+    if node is None:
+        _accumulate_leaf(root, grad)
+        return
+    pending = {id(node): grad}
+    for node in _topological_order(node):
+        grad_out = pending.pop(id(node), None)
+        if grad_out is None:
+            continue
+        input_grads = node.function.backward(node, grad_out)
+        if not isinstance(input_grads, tuple):
+            input_grads = (input_grads,)
+        for inp, needs, g in zip(node.inputs, node.needs_input_grad, input_grads):
+            if not needs or g is None:
+                continue
+            if inp.grad_fn is None:
+                _accumulate_leaf(inp, g)
+                continue
+            if inp._retains_grad:
+                _accumulate_leaf(inp, g)
+            key = id(inp.grad_fn)
+            pending[key] = g if key not in pending else pending[key] + g
+        if not retain_graph:
+            node.release()
