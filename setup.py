@@ -9,7 +9,6 @@ machine.  Set CNNCY_PORTABLE=1 to build for baseline x86-64 (SSE2) instead,
 for example when making a wheel that must run on other machines.
 """
 import os
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -61,6 +60,8 @@ def build_flags():
 
 
 compile_args, link_args, macros = build_flags()
+# Developers rebuilding one kernel family can name it: CNNCY_BUILD_ONLY=conv,pooling
+only = {name for name in os.environ.get("CNNCY_BUILD_ONLY", "").split(",") if name}
 extensions = [
     Extension(
         f"cnncy._{pyx.stem}",
@@ -71,6 +72,7 @@ extensions = [
         define_macros=macros,
     )
     for pyx in sorted((HERE / "src").glob("*.pyx"))
+    if not only or pyx.stem in only
 ]
 
 setup(
