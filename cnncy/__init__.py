@@ -9,6 +9,7 @@ from ._threads import get_num_threads, set_num_threads
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .creation import (arange, empty, from_numpy, full, manual_seed, ones, ones_like, rand, randint,
                        randn, randperm, tensor, zeros, zeros_like)
+from .config import show_config
 from .tensor import Size, Tensor, bool_ as bool, float32, float64, int32, int64, uint8
 
 float = float32

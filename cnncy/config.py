@@ -1,0 +1,39 @@
+"""What this build of cnncy is: version, SIMD target, OpenMP, threads."""
+import platform
+
+import numpy as np
+
+from ._parallel import build_arch, openmp_enabled
+from ._threads import get_num_threads
+
+
+def _cpu_simd():
+    """The widest SIMD the CPU reports (Linux /proc/cpuinfo), for the record."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return "unknown"
+    for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("sse2", "SSE2")):
+        if flag in flags:
+            return name + ("+FMA" if "fma" in flags and flag != "sse2" else "")
+    return "unknown"
+
+
+def config():
+    from . import __version__
+    return {
+        "cnncy": __version__,
+        "build": build_arch() + (" (-march=native)" if build_arch() == "native" else " (baseline x86-64)"),
+        "cpu_simd": _cpu_simd(),
+        "openmp": openmp_enabled(),
+        "num_threads": get_num_threads(),
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def show_config():
+    """Print how cnncy was built and how it will run (like numpy.show_config)."""
+    for key, value in config().items():
+        print(f"{key:>12}: {value}")
