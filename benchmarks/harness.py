@@ -21,15 +21,20 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # Set on some machines so that old OpenBLAS builds pick a safe kernel; they slow a current numpy down.
 OPENBLAS_OVERRIDE_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+# Other processes on the cores slow multi-threaded runs most (a descheduled thread stalls every barrier),
+# so the report shows the load that was there before the benchmark added its own.
+LOAD_AT_START = os.getloadavg()
 
 
 # ------------------------------------------------------------------ parent side
 def worker_env(threads, unset_openblas_overrides=False):
-    """The environment of a worker: every thread pool sized to `threads`, this checkout's cnncy first on the path."""
+    """The environment of a worker: every thread pool sized to `threads`; this checkout's cnncy first on
+    the path when it has been built in place (otherwise the installed cnncy is timed)."""
     env = dict(os.environ)
     for var in THREAD_ENV_VARS:
         env[var] = str(threads)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    if any((REPO_ROOT / "cnncy").glob("_*.so")) or any((REPO_ROOT / "cnncy").glob("_*.pyd")):
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     if unset_openblas_overrides:
         for var in OPENBLAS_OVERRIDE_VARS:
             env.pop(var, None)
@@ -61,7 +66,8 @@ def cpu_model():
 def machine_line(threads):
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     overrides = ", ".join(f"{var}={os.environ[var]}" for var in OPENBLAS_OVERRIDE_VARS if var in os.environ)
-    line = f"Machine: {cpu_model()}, {cores} cores; {threads} thread(s) per library"
+    load = ", ".join(f"{value:.2f}" for value in LOAD_AT_START)
+    line = f"Machine: {cpu_model()}, {cores} cores (load average {load} at start); {threads} thread(s) per library"
     return line + (f"; inherited {overrides}" if overrides else "")
 
 
@@ -114,7 +120,8 @@ def library_versions(name):
     if name == "cnncy":
         import cnncy
         openmp = "OpenMP" if cnncy.openmp_enabled() else "no OpenMP"
-        versions["cnncy"] = f"{cnncy.__version__} ({cnncy.build_arch()} build, {openmp})"
+        origin = "this checkout" if REPO_ROOT in Path(cnncy.__file__).resolve().parents else "installed"
+        versions["cnncy"] = f"{cnncy.__version__} ({cnncy.build_arch()} build, {openmp}, {origin})"
     else:
         module = importlib.import_module(name)
         versions[name] = module.__version__
