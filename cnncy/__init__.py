@@ -10,10 +10,14 @@ from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .creation import (arange, empty, from_numpy, full, manual_seed, ones, ones_like, rand, randint,
                        randn, randperm, tensor, zeros, zeros_like)
 from .config import show_config
+from .creation import get_rng_state, set_rng_state
+from .serialization import load, save
 from .tensor import Size, Tensor, bool_ as bool, float32, float64, int32, int64, uint8
 
 float = float32
 double = float64
 long = int64
+
+from . import datasets, nn, optim, transforms, utils  # noqa: E402  (they import the names above)
 
 __version__ = "0.1.0"
