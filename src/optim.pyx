@@ -18,7 +18,7 @@ from libc.math cimport fma, fmaf, sqrt, sqrtf
 
 cdef enum:
     # Below this many elements one thread is faster than opening a parallel region.
-    PARALLEL_MIN_ELEMENTS = 32768
+    PARALLEL_MIN_ELEMENTS = 65536
     # Elements per parallel work item.
     BLOCK_ELEMENTS = 8192
 

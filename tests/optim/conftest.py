@@ -7,8 +7,8 @@ import cnncy
 from torch_compare import assert_close
 
 # A conv weight and bias, a linear weight, a 0-d and a 1-element parameter, and one large
-# enough (50k elements) for the kernels' multi-threaded path.
-PARAM_SHAPES = [(8, 3, 3, 3), (8,), (10, 33), (), (1,), (200, 250)]
+# enough (75k elements) for the kernels' multi-threaded path.
+PARAM_SHAPES = [(8, 3, 3, 3), (8,), (10, 33), (), (1,), (250, 300)]
 
 
 class TorchTwin:
