@@ -1,0 +1,2 @@
+from .conv import conv2d
+from .linear import linear
