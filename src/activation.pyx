@@ -1,0 +1,135 @@
+"""ReLU and softmax / log_softmax kernels, PyTorch's CPU semantics.
+
+ReLU works on flat C-contiguous arrays (Python passes `reshape(-1)` views);
+softmax and log_softmax work on the last axis of a C-contiguous 2-D view
+[rows, cols] (Python moves the softmax dim last).  Every element or row is
+computed independently in a fixed order, so results do not depend on the
+thread count.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+
+from softmax_core cimport exp_, log_softmax_row, softmax_row
+
+# Elements per parallel task of the elementwise kernels, and the least work
+# worth a parallel region.
+cdef Py_ssize_t CHUNK = 1 << 14
+cdef Py_ssize_t PARALLEL_MIN_WORK = 1 << 15
+
+
+cdef int team_size(Py_ssize_t tasks, Py_ssize_t work, int num_threads):
+    if work < PARALLEL_MIN_WORK or tasks < 2:
+        return 1
+    return num_threads
+
+
+# ----------------------------------------------------------------- relu
+
+cdef inline void relu_chunk(const floating* x, floating* out, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        # `x < 0`, not `x <= 0`: like torch, -0.0 and NaN pass through unchanged.
+        out[i] = 0 if x[i] < 0 else x[i]
+
+
+cdef inline void relu_backward_chunk(const floating* grad_out, const floating* out,
+                                     floating* grad_x, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        grad_x[i] = 0 if out[i] <= 0 else grad_out[i]
+
+
+def relu_forward(const floating[::1] x, floating[::1] out, int num_threads):
+    """out = max(x, 0) elementwise; out may be x itself (in-place relu)."""
+    cdef Py_ssize_t n = x.shape[0]
+    cdef Py_ssize_t chunks = (n + CHUNK - 1) // CHUNK
+    cdef Py_ssize_t c
+    if n == 0:
+        return
+    cdef const floating* x_data = &x[0]
+    cdef floating* out_data = &out[0]
+    cdef int threads = team_size(chunks, n, num_threads)
+    for c in prange(chunks, nogil=True, schedule='static', num_threads=threads):
+        relu_chunk(x_data + c * CHUNK, out_data + c * CHUNK, min(CHUNK, n - c * CHUNK))
+
+
+def relu_backward(const floating[::1] grad_out, const floating[::1] out, floating[::1] grad_x,
+                  int num_threads):
+    """grad_x = grad_out where out > 0, else 0 (torch's threshold_backward on the output)."""
+    cdef Py_ssize_t n = out.shape[0]
+    cdef Py_ssize_t chunks = (n + CHUNK - 1) // CHUNK
+    cdef Py_ssize_t c
+    if n == 0:
+        return
+    cdef const floating* grad_out_data = &grad_out[0]
+    cdef const floating* out_data = &out[0]
+    cdef floating* grad_x_data = &grad_x[0]
+    cdef int threads = team_size(chunks, n, num_threads)
+    for c in prange(chunks, nogil=True, schedule='static', num_threads=threads):
+        relu_backward_chunk(grad_out_data + c * CHUNK, out_data + c * CHUNK,
+                            grad_x_data + c * CHUNK, min(CHUNK, n - c * CHUNK))
+
+
+# ----------------------------------------------------------------- softmax
+
+cdef inline void softmax_backward_row(const floating* grad_out, const floating* out,
+                                      floating* grad_x, Py_ssize_t n, bint log) noexcept nogil:
+    """softmax: grad_x = out * (grad - sum(grad * out)); log_softmax: grad - exp(out) * sum(grad)."""
+    cdef Py_ssize_t j
+    cdef floating total = 0
+    if log:
+        for j in range(n):
+            total = total + grad_out[j]
+        for j in range(n):
+            grad_x[j] = grad_out[j] - exp_(out[j]) * total
+    else:
+        for j in range(n):
+            total = total + grad_out[j] * out[j]
+        for j in range(n):
+            grad_x[j] = (grad_out[j] - total) * out[j]
+
+
+cdef void softmax_rows(const floating[:, ::1] x, floating[:, ::1] out, bint log, int num_threads):
+    cdef Py_ssize_t rows = x.shape[0], cols = x.shape[1]
+    cdef Py_ssize_t r
+    if rows == 0 or cols == 0:
+        return
+    cdef int threads = team_size(rows, rows * cols, num_threads)
+    for r in prange(rows, nogil=True, schedule='static', num_threads=threads):
+        if log:
+            log_softmax_row(&x[r, 0], &out[r, 0], cols)
+        else:
+            softmax_row(&x[r, 0], &out[r, 0], cols)
+
+
+cdef void softmax_backward_rows(const floating[:, ::1] grad_out, const floating[:, ::1] out,
+                                floating[:, ::1] grad_x, bint log, int num_threads):
+    cdef Py_ssize_t rows = out.shape[0], cols = out.shape[1]
+    cdef Py_ssize_t r
+    if rows == 0 or cols == 0:
+        return
+    cdef int threads = team_size(rows, rows * cols, num_threads)
+    for r in prange(rows, nogil=True, schedule='static', num_threads=threads):
+        softmax_backward_row(&grad_out[r, 0], &out[r, 0], &grad_x[r, 0], cols, log)
+
+
+def softmax_forward(const floating[:, ::1] x, floating[:, ::1] out, int num_threads):
+    """out[r] = exp(x[r] - max) / sum(exp(x[r] - max)) for every row r."""
+    softmax_rows(x, out, False, num_threads)
+
+
+def log_softmax_forward(const floating[:, ::1] x, floating[:, ::1] out, int num_threads):
+    """out[r] = x[r] - max - log(sum(exp(x[r] - max))) for every row r."""
+    softmax_rows(x, out, True, num_threads)
+
+
+def softmax_backward(const floating[:, ::1] grad_out, const floating[:, ::1] out,
+                     floating[:, ::1] grad_x, int num_threads):
+    """Gradient of softmax from its output: grad_x = out * (grad_out - sum(grad_out * out))."""
+    softmax_backward_rows(grad_out, out, grad_x, False, num_threads)
+
+
+def log_softmax_backward(const floating[:, ::1] grad_out, const floating[:, ::1] out,
+                         floating[:, ::1] grad_x, int num_threads):
+    """Gradient of log_softmax from its output: grad_x = grad_out - exp(out) * sum(grad_out)."""
+    softmax_backward_rows(grad_out, out, grad_x, True, num_threads)
