@@ -53,7 +53,8 @@ cdef inline void valid_outputs(Py_ssize_t k, Py_ssize_t pad, Py_ssize_t stride, 
 
 cdef inline void im2col_transfer(floating* image, floating* col, const Geometry* g,
                                  bint to_col) noexcept nogil:
-    """to_col: col = im2col(image).  Otherwise image = col2im(col), summing overlapping taps in a fixed order."""
+    """to_col: col = im2col(image).  Otherwise image = col2im(col), adding overlapping taps
+    in a fixed order."""
     cdef Py_ssize_t P = g.OH * g.OW
     cdef Py_ssize_t c, kh, kw, oy, ox, oy_lo, oy_hi, ox_lo, ox_hi, image_at, col_at
     if to_col:
@@ -81,9 +82,9 @@ cdef int choose_threads(Py_ssize_t work, int num_threads) noexcept nogil:
     return num_threads if work >= PARALLEL_MIN_WORK else 1
 
 
-def conv2d_forward(floating[:, :, :, ::1] x, floating[:, :, :, ::1] weight, floating[::1] bias,
-                   floating[:, :, :, ::1] out, int stride_h, int stride_w, int pad_h, int pad_w,
-                   int num_threads):
+def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
+                   const floating[::1] bias, floating[:, :, :, ::1] out,
+                   int stride_h, int stride_w, int pad_h, int pad_w, int num_threads):
     """out = conv2d(x, weight, bias); bias may be None."""
     cdef Geometry g = make_geometry(x.shape[1], x.shape[2], x.shape[3], weight.shape[2], weight.shape[3],
                                     out.shape[2], out.shape[3], stride_h, stride_w, pad_h, pad_w)
@@ -95,9 +96,11 @@ def conv2d_forward(floating[:, :, :, ::1] x, floating[:, :, :, ::1] weight, floa
     cdef int* failed_flag = &failed
     cdef floating* col = NULL
     cdef floating* out_n
-    cdef const floating* bias_data = NULL if bias is None else &bias[0]
+    cdef const floating* bias_data = NULL
     if N == 0 or O == 0 or P == 0:
         return
+    if bias is not None:
+        bias_data = &bias[0]
     with nogil, parallel(num_threads=threads):
         col = <floating*> malloc(max(K * P, 1) * sizeof(floating))
         if col == NULL:
@@ -106,7 +109,7 @@ def conv2d_forward(floating[:, :, :, ::1] x, floating[:, :, :, ::1] weight, floa
             if col == NULL:
                 continue
             out_n = &out[n, 0, 0, 0]
-            im2col_transfer(&x[n, 0, 0, 0], col, &g, True)
+            im2col_transfer(<floating*> &x[n, 0, 0, 0], col, &g, True)  # to_col only reads x
             if bias_data != NULL:
                 for o in range(O):
                     for j in range(P):
@@ -117,8 +120,8 @@ def conv2d_forward(floating[:, :, :, ::1] x, floating[:, :, :, ::1] weight, floa
         raise MemoryError("conv2d_forward: could not allocate the im2col buffer")
 
 
-def conv2d_backward(floating[:, :, :, ::1] x, floating[:, :, :, ::1] weight,
-                    floating[:, :, :, ::1] grad_out, floating[:, :, :, ::1] grad_x,
+def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
+                    const floating[:, :, :, ::1] grad_out, floating[:, :, :, ::1] grad_x,
                     floating[:, :, :, ::1] grad_weight, floating[::1] grad_bias,
                     int stride_h, int stride_w, int pad_h, int pad_w, int num_threads):
     """Write the gradients of conv2d; grad_x and grad_bias may be None (not wanted)."""
@@ -171,7 +174,7 @@ def conv2d_backward(floating[:, :, :, ::1] x, floating[:, :, :, ::1] weight,
             memset(chunk_bias, 0, O * sizeof(floating))
             for n in range(chunk * chunk_size, min(N, (chunk + 1) * chunk_size)):
                 grad_out_n = &grad_out[n, 0, 0, 0]
-                im2col_transfer(&x[n, 0, 0, 0], col, &g, True)
+                im2col_transfer(<floating*> &x[n, 0, 0, 0], col, &g, True)  # to_col only reads x
                 gemm_nt(O, K, P, grad_out_n, P, col, P, chunk_weight, K, True)
                 if want_grad_bias:
                     for o in range(O):

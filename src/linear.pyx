@@ -49,8 +49,8 @@ cdef void tiled_gemm(Variant variant, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
             gemm_nt(rows, cols, K, A + i0 * lda, lda, B + j0 * ldb, ldb, C + i0 * ldc + j0, ldc, accumulate)
 
 
-def linear_forward(floating[:, ::1] x, floating[:, ::1] weight, floating[::1] bias,
-                   floating[:, ::1] out, int num_threads):
+def linear_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
+                   const floating[::1] bias, floating[:, ::1] out, int num_threads):
     """out = x @ weight^T + bias; bias may be None."""
     cdef Py_ssize_t N = x.shape[0], I = x.shape[1], O = weight.shape[0]
     cdef Py_ssize_t n, o
@@ -63,9 +63,9 @@ def linear_forward(floating[:, ::1] x, floating[:, ::1] weight, floating[::1] bi
         tiled_gemm(NT, N, O, I, &x[0, 0], I, &weight[0, 0], I, &out[0, 0], O, has_bias, num_threads)
 
 
-def linear_backward(floating[:, ::1] x, floating[:, ::1] weight, floating[:, ::1] grad_out,
-                    floating[:, ::1] grad_x, floating[:, ::1] grad_weight, floating[::1] grad_bias,
-                    int num_threads):
+def linear_backward(const floating[:, ::1] x, const floating[:, ::1] weight,
+                    const floating[:, ::1] grad_out, floating[:, ::1] grad_x,
+                    floating[:, ::1] grad_weight, floating[::1] grad_bias, int num_threads):
     """Write the gradients of linear; grad_x and grad_bias may be None (not wanted)."""
     cdef Py_ssize_t N = x.shape[0], I = x.shape[1], O = weight.shape[0]
     cdef Py_ssize_t n, o
