@@ -51,11 +51,11 @@ class Conv2d(Module):
         super().__init__()
         dtype = parameter_dtype("Conv2d", device, dtype)
         if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups <= 0:
-            raise ValueError("groups must be a positive integer")
+            raise ValueError("Conv2d: groups must be a positive integer")
         if groups != 1:
             raise NotImplementedError(f"Conv2d: only groups=1 is supported, got groups={groups}")
         if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
-            raise ValueError("padding_mode must be one of {'zeros', 'reflect', 'replicate', 'circular'}, "
+            raise ValueError("Conv2d: padding_mode must be one of {'zeros', 'reflect', 'replicate', 'circular'}, "
                              f"but got padding_mode='{padding_mode}'")
         if padding_mode != "zeros":
             raise NotImplementedError(f"Conv2d: only padding_mode='zeros' is supported, got '{padding_mode}'")
@@ -71,9 +71,9 @@ class Conv2d(Module):
             raise NotImplementedError(f"Conv2d: only dilation=1 is supported, got dilation={self.dilation}")
         if isinstance(padding, str):
             if padding not in ("same", "valid"):
-                raise ValueError(f"Invalid padding string {padding!r}, should be one of {{'valid', 'same'}}")
+                raise ValueError(f"Conv2d: Invalid padding string {padding!r}, should be one of {{'valid', 'same'}}")
             if padding == "same" and self.stride != (1, 1):
-                raise ValueError("padding='same' is not supported for strided convolutions")
+                raise ValueError("Conv2d: padding='same' is not supported for strided convolutions")
             self.padding = padding
         else:
             self.padding = _pair("padding", padding)
