@@ -1,0 +1,328 @@
+"""cross_entropy and nll_loss, as torch.nn.functional, on the kernels in cnncy._loss.
+
+Class-index targets without label smoothing take a fused path: one kernel does
+log_softmax and picks -log_prob[target], and the backward is (softmax - onehot)
+times each sample's share of the loss.  Label smoothing and class-probability
+targets are composed from log_softmax and tensor ops, with torch's formulas.
+The class axis is 1 (0 for an unbatched 1-D input); extra axes (N, C, d1, ...)
+are handled by moving the class axis last and flattening.
+"""
+import math
+import warnings
+
+import numpy as np
+
+from ... import _loss
+from ..._threads import get_num_threads
+from ...autograd import Function
+from ...tensor import Tensor
+from ._validation import _FLOAT_DTYPES, check_tensor
+from .activation import log_softmax
+
+_REDUCTIONS = ("none", "mean", "sum")
+# torch's scalar type names, as its messages print them.
+_TORCH_TYPE_NAMES = {"float32": "Float", "float64": "Double", "float16": "Half", "int64": "Long",
+                     "int32": "Int", "int16": "Short", "int8": "Char", "uint8": "Byte", "bool": "Bool"}
+
+
+def _type_name(dtype):
+    return _TORCH_TYPE_NAMES.get(np.dtype(dtype).name, np.dtype(dtype).name)
+
+
+def legacy_reduction(size_average, reduce):
+    """torch's mapping of the deprecated size_average/reduce arguments to a reduction string."""
+    warnings.warn("size_average and reduce args will be deprecated, please use reduction='mean' "
+                  "instead.", stacklevel=3)
+    size_average = True if size_average is None else size_average
+    reduce = True if reduce is None else reduce
+    if size_average and reduce:
+        return "mean"
+    return "sum" if reduce else "none"
+
+
+def _rows(input):
+    """The input as a C-contiguous [samples, classes] array (class axis moved last)."""
+    if input.ndim == 1:
+        return np.ascontiguousarray(input[None])
+    if input.ndim == 2:
+        return np.ascontiguousarray(input)
+    classes = input.shape[1]
+    return np.ascontiguousarray(np.moveaxis(input, 1, -1)).reshape(-1, classes)
+
+
+def _unrows(rows, shape):
+    """Inverse of _rows for an input of `shape`."""
+    if len(shape) <= 2:
+        return rows.reshape(shape)
+    moved = (shape[0],) + shape[2:] + (shape[1],)
+    return np.ascontiguousarray(np.moveaxis(rows.reshape(moved), -1, 1))
+
+
+class _ClassIndexLoss(Function):
+    """nll_loss (or cross_entropy, in subclass) over class-index targets, with weights and reduction.
+
+    forward(input, target, weight, ignore_index, reduction): `target` is the validated int64
+    target flattened to one entry per sample, `weight` a per-class array or None.
+    """
+
+    @staticmethod
+    def sample_losses(ctx, rows, target, ignore_index):
+        raise NotImplementedError
+
+    @staticmethod
+    def input_grad(ctx, target, sample_grad, ignore_index):
+        raise NotImplementedError
+
+    @classmethod
+    def forward(cls, ctx, input, target, weight, ignore_index, reduction):
+        rows = _rows(input)
+        losses = cls.sample_losses(ctx, rows, target, ignore_index)
+        valid = target != ignore_index
+        if weight is None:
+            sample_weight = valid.astype(rows.dtype)
+        else:
+            sample_weight = np.where(valid, weight[np.where(valid, target, 0)], 0).astype(rows.dtype)
+            losses *= sample_weight
+        ctx.input_shape, ctx.reduction = input.shape, reduction
+        ctx.target, ctx.ignore_index, ctx.sample_weight = target, ignore_index, sample_weight
+        if reduction == "none":
+            return losses.reshape(() if input.ndim == 1 else (input.shape[0],) + input.shape[2:])
+        total = losses.sum(dtype=rows.dtype)
+        if reduction == "sum":
+            return np.asarray(total)
+        ctx.total_weight = sample_weight.sum(dtype=rows.dtype)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.asarray(total / ctx.total_weight)  # 0 / 0 = nan when every target is ignored
+
+    @classmethod
+    def backward(cls, ctx, grad_out):
+        dtype = ctx.sample_weight.dtype
+        if ctx.reduction == "none":
+            sample_grad = ctx.sample_weight * grad_out.reshape(-1).astype(dtype, copy=False)
+        else:
+            scale = dtype.type(grad_out)
+            if ctx.reduction == "mean":
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    scale = scale / ctx.total_weight
+            sample_grad = ctx.sample_weight * scale
+        grad_rows = cls.input_grad(ctx, ctx.target, np.ascontiguousarray(sample_grad),
+                                   ctx.ignore_index)
+        return _unrows(grad_rows, ctx.input_shape), None, None, None, None
+
+
+class NLLLossFunction(_ClassIndexLoss):
+    """-input[i, target[i]] per sample."""
+
+    @staticmethod
+    def sample_losses(ctx, rows, target, ignore_index):
+        losses = np.empty(rows.shape[0], dtype=rows.dtype)
+        _loss.nll_forward(rows, target, losses, ignore_index)
+        ctx.rows_shape = rows.shape
+        return losses
+
+    @staticmethod
+    def input_grad(ctx, target, sample_grad, ignore_index):
+        grad = np.empty(ctx.rows_shape, dtype=sample_grad.dtype)
+        _loss.nll_backward(target, sample_grad, grad, ignore_index)
+        return grad
+
+
+class CrossEntropyFunction(_ClassIndexLoss):
+    """-log_softmax(input)[i, target[i]] per sample, fused."""
+
+    @staticmethod
+    def sample_losses(ctx, rows, target, ignore_index):
+        losses = np.empty(rows.shape[0], dtype=rows.dtype)
+        log_probs = np.empty_like(rows)
+        _loss.cross_entropy_forward(rows, target, log_probs, losses, ignore_index, get_num_threads())
+        ctx.save_for_backward(log_probs)
+        return losses
+
+    @staticmethod
+    def input_grad(ctx, target, sample_grad, ignore_index):
+        (log_probs,) = ctx.saved_tensors
+        grad = np.empty_like(log_probs)
+        _loss.cross_entropy_backward(log_probs, target, sample_grad, grad, ignore_index,
+                                     get_num_threads())
+        return grad
+
+
+# ----------------------------------------------------------------- argument checks
+
+def _check_reduction(reduction):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+
+
+def _check_class_targets(op, input, target, weight, ignore_index):
+    """torch's nll_loss_nd checks, in its order; returns the int64 target flattened per sample."""
+    if input.ndim < 1:
+        raise ValueError(f"{op}: Expected 1 or more dimensions (got 0)")
+    target_batch = target.shape[0] if target.ndim else 0
+    if input.ndim != 1 and input.shape[0] != target_batch:
+        raise ValueError(f"{op}: Expected input batch_size ({input.shape[0]}) to match target "
+                         f"batch_size ({target_batch}).")
+    if input.ndim == 1 and target.ndim == 1 and target.shape[0] != 1:
+        raise ValueError(f"{op}: For 1D input, 1D target must have size 1, but got target size: "
+                         f"{target.shape[0]}")
+    if input.ndim <= 2 and target.ndim > 1:
+        raise RuntimeError(f"{op}: 0D or 1D target tensor expected, multi-target not supported")
+    if input.ndim > 2 and tuple(target.shape[1:]) != tuple(input.shape[2:]):
+        expected = [input.shape[0], *input.shape[2:]]
+        raise RuntimeError(f"{op}: Expected target size {expected}, got {list(target.shape)}")
+    classes = input.shape[0] if input.ndim == 1 else input.shape[1]
+    if weight is not None and (weight.ndim != 1 or weight.shape[0] != classes):
+        raise RuntimeError(f"{op}: weight tensor should be defined either for all {classes} classes "
+                           f"or no classes but got weight tensor of shape: {list(weight.shape)}")
+    if target.dtype not in (np.int64, np.uint8):
+        raise RuntimeError(f"{op}: expected target dtype to be Long or Byte, but got "
+                           f"{_type_name(target.dtype)}")
+    if weight is not None and weight.dtype != input.dtype:
+        raise RuntimeError(f"{op}: expected scalar type {_type_name(input.dtype)} but found "
+                           f"{_type_name(weight.dtype)}")
+    flat = target._array.reshape(-1).astype(np.int64, copy=False)
+    bad = (flat != ignore_index) & ((flat < 0) | (flat >= classes))
+    if bad.any():
+        raise IndexError(f"{op}: Target {flat[np.argmax(bad)]} is out of bounds.")
+    return np.ascontiguousarray(flat)
+
+
+def _check_float_input(op, input):
+    if input.dtype not in _FLOAT_DTYPES:
+        raise NotImplementedError(f"{op}: only float32 and float64 inputs are supported, "
+                                  f"got {input.dtype}")
+
+
+def _weight_array(weight):
+    return None if weight is None else np.ascontiguousarray(weight._array)
+
+
+# ----------------------------------------------------------------- composed paths
+
+class _ZeroWhere(Function):
+    """x with the entries under `mask` set to zero (torch's masked_fill_(mask, 0))."""
+
+    @staticmethod
+    def forward(ctx, x, mask):
+        ctx.mask = mask
+        return np.where(mask, x.dtype.type(0), x)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return np.where(ctx.mask, grad_out.dtype.type(0), grad_out), None
+
+
+def _class_weights_like(weight, input, class_dim):
+    """weight shaped to broadcast along the class axis of input."""
+    shape = [1] * input.ndim
+    shape[class_dim] = weight.shape[0]
+    return weight.reshape(shape)
+
+
+def _label_smoothing_loss(input, target, weight, ignore_index, reduction, label_smoothing):
+    """torch's cross_entropy_loss_label_smoothing, composed from differentiable ops."""
+    class_dim = 0 if input.ndim == 1 else 1
+    classes = input.shape[class_dim]
+    log_probs = log_softmax(input, class_dim)
+    nll = nll_loss(log_probs, target, weight, ignore_index=ignore_index, reduction=reduction)
+    weighted = log_probs if weight is None else log_probs * _class_weights_like(weight, input, class_dim)
+    keep = target._array != ignore_index
+    smooth = _ZeroWhere.apply(-weighted.sum(class_dim), ~keep)
+    if reduction == "sum":
+        smooth = smooth.sum()
+    elif reduction == "mean":
+        kept = target._array[keep].astype(np.int64)
+        total = weight._array[kept].sum() if weight is not None else keep.sum()
+        smooth = smooth.sum() / Tensor._wrap(np.asarray(total, dtype=input.dtype))
+    return nll * (1 - label_smoothing) + smooth * (label_smoothing / classes)
+
+
+def _probability_target_loss(op, input, target, weight, reduction, label_smoothing):
+    """torch's cross_entropy_loss_prob_target: -sum(weight * target * log_softmax(input))."""
+    class_dim = 0 if input.ndim == 1 else 1
+    classes = input.shape[class_dim]
+    if weight is not None and (weight.ndim != 1 or weight.shape[0] != classes):
+        raise RuntimeError(f"{op}: weight tensor should be defined either for all {classes} classes "
+                           f"or no classes but got weight tensor of shape: {list(weight.shape)}")
+    if label_smoothing > 0:
+        target = target * (1 - label_smoothing) + label_smoothing / classes
+    terms = log_softmax(input, class_dim) * target
+    if weight is not None:
+        terms = terms * _class_weights_like(weight, input, class_dim)
+    if reduction == "none":
+        return -terms.sum(class_dim)
+    total = -terms.sum()
+    if reduction == "sum":
+        return total
+    samples = input.numel() // classes
+    if samples == 0:
+        return total * Tensor._wrap(np.asarray(np.nan, dtype=total.dtype))
+    return total / Tensor._wrap(np.asarray(samples, dtype=total.dtype))
+
+
+# ----------------------------------------------------------------- public ops
+
+def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
+             reduction="mean"):
+    """Negative log-likelihood of class-index targets: -weight[t] * input[i, t] per sample.
+
+    Args:
+        input: (N, C) log-probabilities, (C,) unbatched, or (N, C, d1, ...).
+        target: int64 (or uint8) class indices, shape (N,), () or (N, d1, ...).
+        weight: optional per-class weights, shape (C,), same dtype as input.
+        ignore_index: target value that contributes neither loss nor gradient. Default: -100.
+        reduction: 'none' | 'mean' (divided by the summed weights of the kept targets) | 'sum'.
+    """
+    op = "nll_loss"
+    check_tensor(op, "input", input)
+    check_tensor(op, "target", target)
+    check_tensor(op, "weight", weight, optional=True)
+    if size_average is not None or reduce is not None:
+        reduction = legacy_reduction(size_average, reduce)
+    _check_reduction(reduction)
+    _check_float_input(op, input)
+    flat_target = _check_class_targets(op, input, target, weight, ignore_index)
+    return NLLLossFunction.apply(input, flat_target, _weight_array(weight), int(ignore_index),
+                                 reduction)
+
+
+def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
+                  reduction="mean", label_smoothing=0.0):
+    """Cross-entropy between logits and class-index or class-probability targets.
+
+    Args:
+        input: (N, C) logits, (C,) unbatched, or (N, C, d1, ...).
+        target: int64 (or uint8) class indices shaped like input without the class axis, or
+            float class probabilities shaped like input.
+        weight: optional per-class weights, shape (C,), same dtype as input.
+        ignore_index: class-index target value that contributes neither loss nor gradient.
+        reduction: 'none' | 'mean' | 'sum'. For class indices 'mean' divides by the summed
+            weights of the kept targets (nan when there are none), as torch does.
+        label_smoothing: in [0, 1]; mixes the target with the uniform distribution.
+    """
+    op = "cross_entropy"
+    check_tensor(op, "input", input)
+    check_tensor(op, "target", target)
+    check_tensor(op, "weight", weight, optional=True)
+    if size_average is not None or reduce is not None:
+        reduction = legacy_reduction(size_average, reduce)
+    _check_reduction(reduction)
+    if tuple(input.shape) == tuple(target.shape):
+        if target.dtype not in _FLOAT_DTYPES:
+            raise RuntimeError(f"{op}: Expected floating point type for target with class "
+                               f"probabilities, got {_type_name(target.dtype)}")
+        if ignore_index >= 0:
+            raise RuntimeError(f"{op}: ignore_index is not supported for floating point target")
+        _check_float_input(op, input)
+        if label_smoothing > 1:
+            raise RuntimeError(f"{op}: label_smoothing must be between 0.0 and 1.0. "
+                               f"Got: {label_smoothing}")
+        return _probability_target_loss(op, input, target, weight, reduction, label_smoothing)
+    if label_smoothing > 1:
+        raise RuntimeError(f"{op}: label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+    _check_float_input(op, input)
+    flat_target = _check_class_targets(op, input, target, weight, ignore_index)
+    if label_smoothing > 0:
+        return _label_smoothing_loss(input, target, weight, ignore_index, reduction, label_smoothing)
+    return CrossEntropyFunction.apply(input, flat_target, _weight_array(weight), int(ignore_index),
+                                      reduction)
