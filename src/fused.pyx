@@ -1,0 +1,474 @@
+"""Fused conv2d + bias (+ ReLU) + max_pool2d, the hot path of small CNNs.
+
+Covers a stride-1, dilation-1, groups-1 convolution (any padding, any channel
+counts) followed by an optional ReLU and a max-pool whose kernel equals its
+stride (no pool padding, no ceil_mode).  The conv output is never stored: each
+pooled value is the maximum over its window of conv outputs computed in
+registers, and the forward records which window position won (`argmax`, or -1
+where ReLU clamped the winner to zero, so that no gradient flows).  The argmax
+rows are padded to whole vector blocks (see `argmax_shape`).
+
+Vectorisation runs along the pooled output's columns.  Each image is first
+rewritten into "phase planes": the zero-padded input with its columns dealt out
+by their remainder modulo the pool width,
+
+    planes[c][r][q][j] = padded_input[c][r][pool_w * j + q],
+
+so that for a fixed window position and kernel tap, the inputs under a block of
+consecutive pooled columns are consecutive in memory.  `taps[pos][k]` is where
+tap k of window position pos reads, relative to the block's first input.  The
+register blocks themselves (one vector of pooled columns for a few output
+channels, or for a few taps) are in fused_blocks.h.
+
+Backward: the upstream gradient of each pooled value goes to the winning
+position of its window only.  Per output channel it is spread into one vector
+per window position (zero where another position won) and contracted with the
+same phase planes to give the weight gradient.  The batch is cut into chunks
+whose size depends on the batch size alone; each chunk sums into its own
+buffer and the buffers are added in chunk order, so the result does not depend
+on the thread count.  The input gradient (when wanted) is the transposed
+convolution of the spread gradient, per image.
+"""
+from cython cimport floating
+from cython.parallel cimport parallel, prange
+from libc.stdlib cimport free, malloc
+from libc.string cimport memset
+
+cdef extern from "fused_blocks.h":
+    enum:
+        BLOCK_BYTES "CNNCY_BLOCK_BYTES"
+        CHANNEL_BLOCK "CNNCY_CHANNEL_BLOCK"
+        TAP_BLOCK "CNNCY_TAP_BLOCK"
+    void window_max_block_f32(const float* inputs, const Py_ssize_t* taps, Py_ssize_t taps_stride,
+                              Py_ssize_t K, Py_ssize_t window, const float* weight, const float* bias,
+                              int relu, int channels, int count, float* out, Py_ssize_t out_stride,
+                              signed char* argmax, Py_ssize_t argmax_stride) noexcept nogil
+    void window_max_block_f64(const double* inputs, const Py_ssize_t* taps, Py_ssize_t taps_stride,
+                              Py_ssize_t K, Py_ssize_t window, const double* weight, const double* bias,
+                              int relu, int channels, int count, double* out, Py_ssize_t out_stride,
+                              signed char* argmax, Py_ssize_t argmax_stride) noexcept nogil
+    void spread_rows_f32(const float* grad, Py_ssize_t rows, Py_ssize_t columns, const signed char* argmax,
+                         Py_ssize_t argmax_width, Py_ssize_t window, float* spread, float* bias_sum) noexcept nogil
+    void spread_rows_f64(const double* grad, Py_ssize_t rows, Py_ssize_t columns, const signed char* argmax,
+                         Py_ssize_t argmax_width, Py_ssize_t window, double* spread, double* bias_sum) noexcept nogil
+    void spread_dot_f32(const float* const* inputs, Py_ssize_t blocks, const Py_ssize_t* taps,
+                        Py_ssize_t taps_stride, Py_ssize_t window, const float* spread, float* acc) noexcept nogil
+    void spread_dot_f64(const double* const* inputs, Py_ssize_t blocks, const Py_ssize_t* taps,
+                        Py_ssize_t taps_stride, Py_ssize_t window, const double* spread, double* acc) noexcept nogil
+
+cdef enum:
+    MAX_LANES = 16       # BLOCK_BYTES // sizeof(float32): the most pooled columns in one block
+    MAX_WINDOW = 127     # pool windows up to this size: the argmax fits in int8
+
+# Below this many multiply-adds a parallel region costs more than it saves.
+cdef Py_ssize_t PARALLEL_MIN_WORK = 1 << 17
+# The weight/bias gradient sums over at most this many batch chunks.
+cdef Py_ssize_t MAX_BATCH_CHUNKS = 16
+
+
+def max_window():
+    """The largest pool window (kernel_h * kernel_w) the fused kernels accept."""
+    return MAX_WINDOW
+
+
+def argmax_shape(out_shape, itemsize):
+    """The shape of the forward's argmax for a pooled output of out_shape: rows padded to whole blocks."""
+    lanes = BLOCK_BYTES // itemsize
+    n, channels, rows, columns = out_shape
+    return (n, channels, rows, (columns + lanes - 1) // lanes * lanes)
+
+
+cdef struct Plan:
+    Py_ssize_t C, H, W, O, KH, KW, pad_h, pad_w, pool_h, pool_w, PH, PW
+    Py_ssize_t K            # C * KH * KW: taps per output channel
+    Py_ssize_t K_padded     # K rounded up to TAP_BLOCK: the row length of the tap table
+    Py_ssize_t window       # pool_h * pool_w
+    Py_ssize_t lanes        # pooled columns per block (one vector)
+    Py_ssize_t blocks       # column blocks per pooled row
+    Py_ssize_t argmax_width # blocks * lanes: the length of an argmax row
+    Py_ssize_t rows         # padded input rows the pooled outputs read
+    Py_ssize_t plane_width  # columns of one phase plane
+    Py_ssize_t plane_size   # one image's phase planes, in elements
+
+
+cdef Plan make_plan(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t O, Py_ssize_t KH,
+                    Py_ssize_t KW, Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t pool_h,
+                    Py_ssize_t pool_w, Py_ssize_t PH, Py_ssize_t PW, Py_ssize_t lanes) noexcept nogil:
+    cdef Plan p
+    p.C, p.H, p.W, p.O, p.KH, p.KW = C, H, W, O, KH, KW
+    p.pad_h, p.pad_w, p.pool_h, p.pool_w, p.PH, p.PW = pad_h, pad_w, pool_h, pool_w, PH, PW
+    p.K = C * KH * KW
+    p.K_padded = (p.K + TAP_BLOCK - 1) // TAP_BLOCK * TAP_BLOCK
+    p.window = pool_h * pool_w
+    p.lanes = lanes
+    p.blocks = (PW + lanes - 1) // lanes
+    p.argmax_width = p.blocks * lanes
+    p.rows = pool_h * PH + KH - 1
+    # A block's last lane reads up to (pool_w - 1 + KW - 1) // pool_w columns past the block.  Whole
+    # vectors per plane row keep the taps that read a block's own columns aligned (no split loads).
+    p.plane_width = (p.blocks * lanes + (pool_w + KW - 2) // pool_w + lanes - 1) // lanes * lanes
+    p.plane_size = C * p.rows * pool_w * p.plane_width
+    return p
+
+
+cdef Plan plan_for(floating[:, :, :, ::1] x, floating[:, :, :, ::1] weight, floating[:, :, :, ::1] out,
+                   signed char[:, :, :, ::1] argmax, int pad_h, int pad_w, int pool_h, int pool_w, str op):
+    """The plan of a call, after checking that its shapes are consistent (the kernels trust them)."""
+    cdef Py_ssize_t OH = x.shape[2] + 2 * pad_h - weight.shape[2] + 1
+    cdef Py_ssize_t OW = x.shape[3] + 2 * pad_w - weight.shape[3] + 1
+    cdef Plan p = make_plan(x.shape[1], x.shape[2], x.shape[3], weight.shape[0], weight.shape[2],
+                            weight.shape[3], pad_h, pad_w, pool_h, pool_w, out.shape[2], out.shape[3],
+                            BLOCK_BYTES // sizeof(floating))
+    if (weight.shape[1] != x.shape[1] or out.shape[0] != x.shape[0] or out.shape[1] != weight.shape[0]
+            or pad_h < 0 or pad_w < 0 or pool_h < 1 or pool_w < 1 or pool_h * pool_w > MAX_WINDOW
+            or p.PH * pool_h > OH or p.PW * pool_w > OW or weight.shape[2] < 1 or weight.shape[3] < 1
+            or (argmax is not None and (argmax.shape[0] != out.shape[0] or argmax.shape[1] != p.O
+                                        or argmax.shape[2] != p.PH or argmax.shape[3] != p.argmax_width))):
+        raise ValueError(f"{op}: inconsistent shapes: input {[x.shape[d] for d in range(4)]}, weight "
+                         f"{[weight.shape[d] for d in range(4)]}, pooled {[out.shape[d] for d in range(4)]}, "
+                         f"argmax {None if argmax is None else [argmax.shape[d] for d in range(4)]}, "
+                         f"padding {(pad_h, pad_w)}, pool {(pool_h, pool_w)}")
+    return p
+
+
+cdef void fill_taps(const Plan* p, Py_ssize_t* taps) noexcept nogil:
+    """taps[pos * K_padded + k]: where tap k of window position pos reads, relative to the block start.
+
+    Padding entries (k >= K) point at the block start, a valid address whose product is discarded."""
+    cdef Py_ssize_t pos, dy, q, c, kh, kw, k, column
+    for pos in range(p.window):
+        dy = pos // p.pool_w
+        q = pos % p.pool_w
+        k = 0
+        for c in range(p.C):
+            for kh in range(p.KH):
+                for kw in range(p.KW):
+                    column = q + kw
+                    taps[pos * p.K_padded + k] = (((c * p.rows + dy + kh) * p.pool_w + column % p.pool_w)
+                                                  * p.plane_width + column // p.pool_w)
+                    k += 1
+        for k in range(p.K, p.K_padded):
+            taps[pos * p.K_padded + k] = 0
+
+
+cdef void fill_planes(const floating* image, floating* planes, const Plan* p) noexcept nogil:
+    """planes[c][r][q][j] = zero-padded image[c][r][pool_w * j + q], for the rows and columns the pooling reads."""
+    cdef Py_ssize_t c, r, q, j, j_first, j_end, iy
+    cdef Py_ssize_t columns = min(p.W + p.pad_w, p.pool_w * p.PW + p.KW - 1)  # padded columns read, past the left pad
+    cdef floating* plane
+    cdef const floating* image_row
+    memset(planes, 0, p.plane_size * sizeof(floating))
+    for c in range(p.C):
+        for r in range(p.rows):
+            iy = r - p.pad_h
+            if iy < 0 or iy >= p.H:
+                continue
+            image_row = image + (c * p.H + iy) * p.W - p.pad_w  # indexed by padded column
+            for q in range(p.pool_w):
+                plane = planes + ((c * p.rows + r) * p.pool_w + q) * p.plane_width
+                # Padded column pool_w * j + q lies inside the image for j_first <= j < j_end.
+                j_first = (p.pad_w - q + p.pool_w - 1) // p.pool_w if p.pad_w > q else 0
+                j_end = (columns - q + p.pool_w - 1) // p.pool_w if columns > q else 0
+                for j in range(j_first, j_end):
+                    plane[j] = image_row[p.pool_w * j + q]
+
+
+cdef inline floating* block_start(floating* planes, const Plan* p, Py_ssize_t py, Py_ssize_t b) noexcept nogil:
+    """Where the inputs of pooled row py, column block b start in an image's phase planes."""
+    return planes + py * p.pool_h * p.pool_w * p.plane_width + b * p.lanes
+
+
+cdef inline void* align_block(void* memory) noexcept nogil:
+    """The first BLOCK_BYTES-aligned address in memory (allocated with BLOCK_BYTES to spare)."""
+    return <void*> ((<size_t> memory + BLOCK_BYTES - 1) // BLOCK_BYTES * BLOCK_BYTES)
+
+
+cdef int choose_threads(Py_ssize_t work, Py_ssize_t parallel_items, int num_threads) noexcept nogil:
+    if work < PARALLEL_MIN_WORK:
+        return 1
+    return <int> min(<Py_ssize_t> num_threads, parallel_items)
+
+
+cdef floating lane_total(const floating* lanes, Py_ssize_t count) noexcept nogil:
+    cdef floating total = 0
+    cdef Py_ssize_t j
+    for j in range(count):
+        total += lanes[j]
+    return total
+
+
+# ----------------------------------------------------------------------------- forward
+
+cdef void pack_weights(const floating* weight, const floating* bias, const Plan* p,
+                       floating* packed_weight, floating* packed_bias) noexcept nogil:
+    """packed_weight[o // CHANNEL_BLOCK][k][o % CHANNEL_BLOCK]: a channel block's weights per tap side by side.
+
+    Channels past O (when O is not a multiple of CHANNEL_BLOCK) get zero weights and are never stored."""
+    cdef Py_ssize_t channel_blocks = (p.O + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK
+    cdef Py_ssize_t o, k
+    memset(packed_weight, 0, channel_blocks * CHANNEL_BLOCK * p.K * sizeof(floating))
+    memset(packed_bias, 0, channel_blocks * CHANNEL_BLOCK * sizeof(floating))
+    for o in range(p.O):
+        for k in range(p.K):
+            packed_weight[((o // CHANNEL_BLOCK) * p.K + k) * CHANNEL_BLOCK + o % CHANNEL_BLOCK] = weight[o * p.K + k]
+        if bias != NULL:
+            packed_bias[o] = bias[o]
+
+
+cdef inline void window_max_block(const floating* inputs, const Py_ssize_t* taps, const Plan* p,
+                                  const floating* weight, const floating* bias, bint relu, int channels,
+                                  int count, floating* out, signed char* argmax) noexcept nogil:
+    if floating is float:
+        window_max_block_f32(inputs, taps, p.K_padded, p.K, p.window, weight, bias, relu, channels, count,
+                             out, p.PH * p.PW, argmax, p.PH * p.argmax_width)
+    else:
+        window_max_block_f64(inputs, taps, p.K_padded, p.K, p.window, weight, bias, relu, channels, count,
+                             out, p.PH * p.PW, argmax, p.PH * p.argmax_width)
+
+
+cdef void forward_image(const floating* planes, const Py_ssize_t* taps, const floating* packed_weight,
+                        const floating* packed_bias, const Plan* p, floating* out, signed char* argmax,
+                        bint relu) noexcept nogil:
+    cdef Py_ssize_t channel_blocks = (p.O + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK
+    cdef Py_ssize_t cb, py, b, row
+    for cb in range(channel_blocks):
+        for py in range(p.PH):
+            row = cb * CHANNEL_BLOCK * p.PH + py
+            for b in range(p.blocks):
+                window_max_block(block_start(<floating*> planes, p, py, b), taps, p,
+                                 packed_weight + cb * p.K * CHANNEL_BLOCK, packed_bias + cb * CHANNEL_BLOCK,
+                                 relu, min(CHANNEL_BLOCK, p.O - cb * CHANNEL_BLOCK),
+                                 min(p.lanes, p.PW - b * p.lanes), out + row * p.PW + b * p.lanes,
+                                 argmax + row * p.argmax_width + b * p.lanes if argmax != NULL else NULL)
+
+
+def conv_relu_pool_forward(floating[:, :, :, ::1] x, floating[:, :, :, ::1] weight, floating[::1] bias,
+                           floating[:, :, :, ::1] out, signed char[:, :, :, ::1] argmax,
+                           int pad_h, int pad_w, int pool_h, int pool_w, bint relu, int num_threads):
+    """out = max_pool2d(relu(conv2d(x, weight, bias, padding=(pad_h, pad_w))), (pool_h, pool_w)).
+
+    relu=False skips the ReLU.  bias may be None.  argmax (shaped argmax_shape(out.shape, itemsize))
+    receives each window's winning position (row-major within the window), -1 where ReLU blocks the
+    gradient; pass None for inference."""
+    cdef Plan p = plan_for(x, weight, out, argmax, pad_h, pad_w, pool_h, pool_w, "conv_relu_pool_forward")
+    cdef Py_ssize_t N = x.shape[0], n
+    cdef Py_ssize_t channel_blocks = (p.O + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK
+    cdef int threads = choose_threads(N * p.O * p.K * p.PH * p.PW * p.window, N, num_threads)
+    cdef const floating* bias_data = NULL if bias is None else &bias[0]
+    cdef signed char* argmax_data = NULL if argmax is None else &argmax[0, 0, 0, 0]
+    cdef Py_ssize_t out_image = p.O * p.PH * p.PW
+    cdef Py_ssize_t* taps
+    cdef floating* packed_weight
+    cdef floating* packed_bias
+    cdef void* planes_memory = NULL
+    cdef floating* planes = NULL
+    cdef int failed = 0
+    cdef int* failed_flag = &failed
+    if N == 0 or out_image == 0:
+        return
+    taps = <Py_ssize_t*> malloc(p.window * p.K_padded * sizeof(Py_ssize_t))
+    packed_weight = <floating*> malloc(channel_blocks * CHANNEL_BLOCK * p.K * sizeof(floating))
+    packed_bias = <floating*> malloc(channel_blocks * CHANNEL_BLOCK * sizeof(floating))
+    if taps == NULL or packed_weight == NULL or packed_bias == NULL:
+        failed = 1
+    else:
+        fill_taps(&p, taps)
+        pack_weights(&weight[0, 0, 0, 0], bias_data, &p, packed_weight, packed_bias)
+        with nogil, parallel(num_threads=threads):
+            planes_memory = malloc(p.plane_size * sizeof(floating) + BLOCK_BYTES)
+            planes = <floating*> align_block(planes_memory)
+            if planes_memory == NULL:
+                failed_flag[0] = 1
+            for n in prange(N, schedule="static"):
+                if planes_memory == NULL:
+                    continue
+                fill_planes(&x[n, 0, 0, 0], planes, &p)
+                forward_image(planes, taps, packed_weight, packed_bias, &p, &out[n, 0, 0, 0],
+                              argmax_data + n * p.O * p.PH * p.argmax_width if argmax_data != NULL else NULL,
+                              relu)
+            free(planes_memory)
+    free(taps)
+    free(packed_weight)
+    free(packed_bias)
+    if failed:
+        raise MemoryError("conv_relu_pool_forward: out of memory for the scratch buffers")
+
+
+# ----------------------------------------------------------------------------- backward
+
+cdef inline void spread_channel(const floating* grad_out, const signed char* argmax, const Plan* p,
+                                floating* spread, floating* bias_sum) noexcept nogil:
+    """Spread one image-channel's pooled gradient over its window positions (see spread_rows)."""
+    if floating is float:
+        spread_rows_f32(grad_out, p.PH, p.PW, argmax, p.argmax_width, p.window, spread, bias_sum)
+    else:
+        spread_rows_f64(grad_out, p.PH, p.PW, argmax, p.argmax_width, p.window, spread, bias_sum)
+
+
+cdef void weight_grad_channel(const floating* const* block_inputs, Py_ssize_t blocks, const floating* spread,
+                              const Py_ssize_t* taps, const Plan* p, floating* grad_weight) noexcept nogil:
+    """grad_weight[k] = the sum over `blocks` column blocks of spread * tap k, for one output channel."""
+    cdef floating acc[TAP_BLOCK * MAX_LANES]
+    cdef Py_ssize_t kb, k0, t
+    for kb in range(p.K_padded // TAP_BLOCK):
+        k0 = kb * TAP_BLOCK
+        if floating is float:
+            spread_dot_f32(block_inputs, blocks, taps + k0, p.K_padded, p.window, spread, acc)
+        else:
+            spread_dot_f64(block_inputs, blocks, taps + k0, p.K_padded, p.window, spread, acc)
+        for t in range(min(<Py_ssize_t> TAP_BLOCK, p.K - k0)):
+            grad_weight[k0 + t] = lane_total(acc + t * p.lanes, p.lanes)
+
+
+cdef void input_grad_image(const floating* grad_out, const signed char* argmax, const floating* weight,
+                           const Plan* p, floating* grad_conv, floating* row, floating* grad_x) noexcept nogil:
+    """grad_x of one image: the transposed convolution of the conv-output gradient.
+
+    grad_conv[o][y][KW - 1 + x] holds the gradient of conv output (y, x), zero-framed by KW - 1
+    columns on each side so that every kernel tap reads inside it; row is a padded input row."""
+    cdef Py_ssize_t conv_rows = p.pool_h * p.PH
+    cdef Py_ssize_t cols = p.pool_w * p.PW + p.KW - 1      # padded input columns that get a gradient
+    cdef Py_ssize_t conv_width = p.pool_w * p.PW + 2 * (p.KW - 1)
+    cdef Py_ssize_t o, c, py, px, pos, iy, ix, r, y, kh, kw, col
+    cdef floating w
+    cdef const floating* src
+    memset(grad_conv, 0, p.O * conv_rows * conv_width * sizeof(floating))
+    for o in range(p.O):
+        for py in range(p.PH):
+            for px in range(p.PW):
+                pos = argmax[(o * p.PH + py) * p.argmax_width + px]
+                if pos >= 0:
+                    grad_conv[(o * conv_rows + py * p.pool_h + pos // p.pool_w) * conv_width
+                              + p.KW - 1 + px * p.pool_w + pos % p.pool_w] = grad_out[(o * p.PH + py) * p.PW + px]
+    for c in range(p.C):
+        for iy in range(p.H):
+            r = iy + p.pad_h
+            memset(row, 0, cols * sizeof(floating))
+            for o in range(p.O):
+                for kh in range(p.KH):
+                    y = r - kh
+                    if y < 0 or y >= conv_rows:
+                        continue
+                    for kw in range(p.KW):
+                        w = weight[((o * p.C + c) * p.KH + kh) * p.KW + kw]
+                        src = grad_conv + (o * conv_rows + y) * conv_width + p.KW - 1 - kw
+                        for col in range(cols):
+                            row[col] += w * src[col]
+            for ix in range(p.W):
+                col = ix + p.pad_w
+                grad_x[(c * p.H + iy) * p.W + ix] = row[col] if col < cols else 0
+
+
+cdef void add_chunks(const floating* chunks, Py_ssize_t chunk_count, Py_ssize_t size,
+                     floating* total) noexcept nogil:
+    """total = chunks[0] + chunks[1] + ..., in chunk order."""
+    cdef Py_ssize_t chunk, i
+    for i in range(size):
+        total[i] = chunks[i]
+    for chunk in range(1, chunk_count):
+        for i in range(size):
+            total[i] += chunks[chunk * size + i]
+
+
+def conv_relu_pool_backward(floating[:, :, :, ::1] x, floating[:, :, :, ::1] weight,
+                            floating[:, :, :, ::1] grad_out, signed char[:, :, :, ::1] argmax not None,
+                            floating[:, :, :, ::1] grad_x, floating[:, :, :, ::1] grad_weight,
+                            floating[::1] grad_bias, int pad_h, int pad_w, int pool_h, int pool_w,
+                            int num_threads):
+    """Write the gradients of conv_relu_pool_forward from grad_out and the forward's argmax.
+
+    Any of grad_x, grad_weight, grad_bias may be None (not wanted)."""
+    cdef Plan p = plan_for(x, weight, grad_out, argmax, pad_h, pad_w, pool_h, pool_w, "conv_relu_pool_backward")
+    cdef Py_ssize_t N = x.shape[0]
+    cdef Py_ssize_t chunk_count = min(N, MAX_BATCH_CHUNKS)
+    cdef Py_ssize_t chunk_size = (N + chunk_count - 1) // chunk_count if chunk_count else 0
+    cdef Py_ssize_t out_image = p.O * p.PH * p.PW
+    cdef Py_ssize_t spread_image = p.PH * p.blocks * p.window * p.lanes
+    cdef Py_ssize_t grad_conv_size = p.O * p.pool_h * p.PH * (p.pool_w * p.PW + 2 * (p.KW - 1))
+    cdef bint want_x = grad_x is not None
+    cdef bint want_weight = grad_weight is not None
+    cdef bint want_bias = grad_bias is not None
+    cdef int threads
+    cdef int failed = 0
+    cdef int* failed_flag = &failed
+    cdef Py_ssize_t chunk, first, images, i, o, j
+    cdef Py_ssize_t* taps = NULL
+    cdef floating* weight_sums = NULL
+    cdef floating* bias_sums = NULL
+    cdef void* planes_memory = NULL
+    cdef floating* planes = NULL
+    cdef floating* spread = NULL
+    cdef floating* grad_conv = NULL
+    cdef floating* row = NULL
+    cdef floating* bias_lanes = NULL
+    cdef const floating** block_inputs = NULL
+    cdef Py_ssize_t py, b
+
+    if chunk_count == 0 or out_image == 0 or not (want_x or want_weight or want_bias):
+        if want_weight:
+            grad_weight[...] = 0
+        if want_bias:
+            grad_bias[...] = 0
+        if want_x:
+            grad_x[...] = 0
+        return
+    chunk_count = (N + chunk_size - 1) // chunk_size
+    threads = choose_threads(N * p.O * p.K * p.PH * p.PW * p.window * (1 + want_x), chunk_count, num_threads)
+    taps = <Py_ssize_t*> malloc(p.window * p.K_padded * sizeof(Py_ssize_t))
+    weight_sums = <floating*> malloc(chunk_count * p.O * p.K * sizeof(floating))
+    bias_sums = <floating*> malloc(chunk_count * p.O * sizeof(floating))
+    if taps == NULL or weight_sums == NULL or bias_sums == NULL:
+        failed = 1
+    else:
+        fill_taps(&p, taps)
+        with nogil, parallel(num_threads=threads):
+            planes_memory = malloc(chunk_size * p.plane_size * sizeof(floating) + BLOCK_BYTES)
+            planes = <floating*> align_block(planes_memory)
+            spread = <floating*> malloc(chunk_size * spread_image * sizeof(floating))
+            grad_conv = <floating*> malloc(grad_conv_size * sizeof(floating)) if want_x else NULL
+            row = <floating*> malloc((p.pool_w * p.PW + p.KW) * sizeof(floating)) if want_x else NULL
+            bias_lanes = <floating*> malloc(MAX_LANES * sizeof(floating))
+            block_inputs = <const floating**> malloc(chunk_size * p.PH * p.blocks * sizeof(floating*))
+            if (planes_memory == NULL or spread == NULL or bias_lanes == NULL or block_inputs == NULL
+                    or (want_x and (grad_conv == NULL or row == NULL))):
+                failed_flag[0] = 1
+            for chunk in prange(chunk_count, schedule="static"):
+                if failed_flag[0]:
+                    continue
+                first = chunk * chunk_size
+                images = min(chunk_size, N - first)
+                for i in range(images):
+                    fill_planes(&x[first + i, 0, 0, 0], planes + i * p.plane_size, &p)
+                    for py in range(p.PH):
+                        for b in range(p.blocks):
+                            block_inputs[(i * p.PH + py) * p.blocks + b] = block_start(
+                                planes + i * p.plane_size, &p, py, b)
+                for o in range(p.O):
+                    memset(bias_lanes, 0, MAX_LANES * sizeof(floating))
+                    for i in range(images):
+                        spread_channel(&grad_out[first + i, o, 0, 0], &argmax[first + i, o, 0, 0], &p,
+                                       spread + i * spread_image, bias_lanes)
+                    bias_sums[chunk * p.O + o] = lane_total(bias_lanes, p.lanes)
+                    if want_weight:
+                        weight_grad_channel(block_inputs, images * p.PH * p.blocks, spread, taps, &p,
+                                            weight_sums + (chunk * p.O + o) * p.K)
+                if want_x:
+                    for i in range(images):
+                        input_grad_image(&grad_out[first + i, 0, 0, 0], &argmax[first + i, 0, 0, 0],
+                                         &weight[0, 0, 0, 0], &p, grad_conv, row, &grad_x[first + i, 0, 0, 0])
+            free(planes_memory)
+            free(spread)
+            free(grad_conv)
+            free(row)
+            free(bias_lanes)
+            free(block_inputs)
+        if not failed:
+            if want_weight:
+                add_chunks(weight_sums, chunk_count, p.O * p.K, &grad_weight[0, 0, 0, 0])
+            if want_bias:
+                add_chunks(bias_sums, chunk_count, p.O, &grad_bias[0])
+    free(taps)
+    free(weight_sums)
+    free(bias_sums)
+    if failed:
+        raise MemoryError("conv_relu_pool_backward: out of memory for the scratch buffers")

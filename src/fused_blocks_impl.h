@@ -1,0 +1,166 @@
+/* One element type's blocks for fused_blocks.h, which defines REAL (float or double), MASK (the
+ * signed integer of the same width), NAME (appends _f32 or _f64) and, with AVX-512, STORE_FIRST,
+ * LOAD_FIRST, STORE_INT8 and LOAD_INT8.  Do not include directly. */
+
+typedef REAL NAME(vec) __attribute__((vector_size(CNNCY_BLOCK_BYTES), aligned(sizeof(REAL)), may_alias));
+typedef MASK NAME(mask) __attribute__((vector_size(CNNCY_BLOCK_BYTES), aligned(sizeof(REAL)), may_alias));
+
+static inline NAME(vec) NAME(load)(const REAL* p) { return *(const NAME(vec)*) p; }
+static inline void NAME(store)(REAL* p, NAME(vec) v) { *(NAME(vec)*) p = v; }
+/* Store the first `count` lanes of v. */
+static inline void NAME(store_first)(REAL* p, NAME(vec) v, int count)
+{
+#ifdef STORE_FIRST
+    STORE_FIRST(p, v, count);
+#else
+    for (int j = 0; j < count; j++)
+        p[j] = v[j];
+#endif
+}
+
+/* The first `count` lanes of p, zeros after. */
+static inline NAME(vec) NAME(load_first)(const REAL* p, int count)
+{
+#ifdef LOAD_FIRST
+    return LOAD_FIRST(p, count);
+#else
+    NAME(vec) v = {0};
+    for (int j = 0; j < count; j++)
+        v[j] = p[j];
+    return v;
+#endif
+}
+
+/* One int8 per lane, widened. */
+static inline NAME(mask) NAME(load_int8)(const signed char* p)
+{
+#ifdef LOAD_INT8
+    return LOAD_INT8(p);
+#else
+    NAME(mask) m;
+    for (int j = 0; j < (int) (CNNCY_BLOCK_BYTES / sizeof(REAL)); j++)
+        m[j] = p[j];
+    return m;
+#endif
+}
+
+/* Store every lane of m (small integers) as an int8. */
+static inline void NAME(store_int8)(signed char* p, NAME(mask) m)
+{
+#ifdef STORE_INT8
+    STORE_INT8(p, m);
+#else
+    for (int j = 0; j < (int) (CNNCY_BLOCK_BYTES / sizeof(REAL)); j++)
+        p[j] = (signed char) m[j];
+#endif
+}
+
+static inline NAME(vec) NAME(splat)(REAL x) { return (NAME(vec)){0} + x; }
+static inline NAME(vec) NAME(select)(NAME(mask) take, NAME(vec) a, NAME(vec) b)
+{
+    return (NAME(vec)) (((NAME(mask)) a & take) | ((NAME(mask)) b & ~take));
+}
+
+/* acc[c] = bias[c] + the conv outputs of window position `pos` for the block's pooled columns, for
+ * each output channel c of the block.  Tap k of the position is read at inputs + pos_taps[k] and
+ * weighed with weight[k * CNNCY_CHANNEL_BLOCK + c]. */
+static inline void NAME(conv_block)(const REAL* inputs, const ptrdiff_t* pos_taps, ptrdiff_t K,
+                                    const REAL* weight, const REAL* bias, NAME(vec)* acc)
+{
+    for (int c = 0; c < CNNCY_CHANNEL_BLOCK; c++)
+        acc[c] = NAME(splat)(bias[c]);
+    for (ptrdiff_t k = 0; k < K; k++) {
+        NAME(vec) x = NAME(load)(inputs + pos_taps[k]);
+        for (int c = 0; c < CNNCY_CHANNEL_BLOCK; c++)
+            acc[c] += weight[k * CNNCY_CHANNEL_BLOCK + c] * x;
+    }
+}
+
+/* Pool one block: for each output channel c < channels of the block, out[c * out_stride + j] for
+ * j < count is the maximum over the pool window of the conv outputs under pooled column j, after
+ * ReLU if `relu`, and argmax[c * argmax_stride + j] (unless argmax is NULL; all lanes are written)
+ * the window position that holds it, row-major.  Window position pos reads its taps at taps + pos * taps_stride (see
+ * conv_block).  As in torch, ties keep the first maximum and a NaN always wins.  Under ReLU a
+ * maximum <= 0 becomes 0 with position -1: no gradient flows there. */
+static inline void NAME(window_max_block)(const REAL* inputs, const ptrdiff_t* taps, ptrdiff_t taps_stride,
+                                          ptrdiff_t K, ptrdiff_t window, const REAL* weight,
+                                          const REAL* bias, int relu, int channels, int count,
+                                          REAL* out, ptrdiff_t out_stride, signed char* argmax,
+                                          ptrdiff_t argmax_stride)
+{
+    NAME(vec) top[CNNCY_CHANNEL_BLOCK], acc[CNNCY_CHANNEL_BLOCK];
+    NAME(mask) top_pos[CNNCY_CHANNEL_BLOCK];
+    NAME(conv_block)(inputs, taps, K, weight, bias, top);
+    for (int c = 0; c < CNNCY_CHANNEL_BLOCK; c++)
+        top_pos[c] = (NAME(mask)){0};
+    for (ptrdiff_t pos = 1; pos < window; pos++) {
+        NAME(conv_block)(inputs, taps + pos * taps_stride, K, weight, bias, acc);
+        for (int c = 0; c < CNNCY_CHANNEL_BLOCK; c++) {
+            NAME(mask) take = (acc[c] > top[c]) | (acc[c] != acc[c]);
+            top[c] = NAME(select)(take, acc[c], top[c]);
+            top_pos[c] = (take & (MASK) pos) | (~take & top_pos[c]);
+        }
+    }
+    for (int c = 0; c < channels; c++) {
+        if (relu) {
+            NAME(mask) passes = ~(top[c] <= 0);
+            top[c] = NAME(select)(passes, top[c], NAME(splat)(0));
+            top_pos[c] = (passes & top_pos[c]) | ~passes;  /* -1 where blocked */
+        }
+        NAME(store_first)(out + c * out_stride, top[c], count);
+        if (argmax)
+            NAME(store_int8)(argmax + c * argmax_stride, top_pos[c]);
+    }
+}
+
+/* Spread the pooled gradient of one image-channel (rows x columns, row-major) onto the window
+ * positions that won: for column block b of row r, spread[(r * blocks + b) * window + pos] (one
+ * vector) is the gradient where the forward's argmax (rows of argmax_width) is pos, else 0; lanes
+ * past the last column are 0.  bias_sum (one vector) accumulates the gradient that passed. */
+static inline void NAME(spread_rows)(const REAL* grad, ptrdiff_t rows, ptrdiff_t columns,
+                                     const signed char* argmax, ptrdiff_t argmax_width, ptrdiff_t window,
+                                     REAL* spread, REAL* bias_sum)
+{
+    const ptrdiff_t lanes = CNNCY_BLOCK_BYTES / sizeof(REAL);
+    const NAME(vec) zero = NAME(splat)(0);
+    NAME(vec) passed = NAME(load)(bias_sum);
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        for (ptrdiff_t column = 0; column < columns; column += lanes) {
+            int count = columns - column < lanes ? (int) (columns - column) : (int) lanes;
+            NAME(vec) g = NAME(load_first)(grad + r * columns + column, count);
+            NAME(mask) won = NAME(load_int8)(argmax + r * argmax_width + column);
+            for (ptrdiff_t pos = 0; pos < window; pos++)
+                NAME(store)(spread + pos * lanes, NAME(select)(won == (MASK) pos, g, zero));
+            passed += NAME(select)(won >= 0, g, zero);
+            spread += window * lanes;
+        }
+    }
+    NAME(store)(bias_sum, passed);
+}
+
+/* The weight gradient of CNNCY_TAP_BLOCK taps of one output channel, lane by lane:
+ * acc[t] = the sum over blocks of sum over window positions pos of spread[pos] * (tap t of pos).
+ * Block i reads its inputs at inputs[i], its spread at spread + i * window * lanes, and tap t of
+ * window position pos at inputs[i] + taps[pos * taps_stride + t]. */
+static inline void NAME(spread_dot)(const REAL* const* inputs, ptrdiff_t blocks, const ptrdiff_t* taps,
+                                    ptrdiff_t taps_stride, ptrdiff_t window, const REAL* spread, REAL* acc)
+{
+    const ptrdiff_t lanes = CNNCY_BLOCK_BYTES / sizeof(REAL);
+    NAME(vec) sum[CNNCY_TAP_BLOCK];
+    ptrdiff_t offset[CNNCY_TAP_BLOCK];
+    for (int t = 0; t < CNNCY_TAP_BLOCK; t++)
+        sum[t] = NAME(splat)(0);
+    /* Window positions outermost, so that the tap offsets stay in registers. */
+    for (ptrdiff_t pos = 0; pos < window; pos++) {
+        for (int t = 0; t < CNNCY_TAP_BLOCK; t++)
+            offset[t] = taps[pos * taps_stride + t];
+        for (ptrdiff_t i = 0; i < blocks; i++) {
+            NAME(vec) g = NAME(load)(spread + (i * window + pos) * lanes);
+            const REAL* block_inputs = inputs[i];
+            for (int t = 0; t < CNNCY_TAP_BLOCK; t++)
+                sum[t] += g * NAME(load)(block_inputs + offset[t]);
+        }
+    }
+    for (int t = 0; t < CNNCY_TAP_BLOCK; t++)
+        NAME(store)(acc + t * lanes, sum[t]);
+}
