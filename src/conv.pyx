@@ -18,7 +18,7 @@ from cython.parallel cimport parallel, prange
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
-from gemm cimport gemm_nn, gemm_nt, gemm_tn, row_sum
+from gemm cimport gemm_nn, gemm_nt, gemm_tn, gemm_tile_use
 
 # Below this many multiply-adds a parallel region costs more than it saves.
 cdef Py_ssize_t PARALLEL_MIN_WORK = 1 << 16
@@ -51,12 +51,38 @@ cdef inline void valid_outputs(Py_ssize_t k, Py_ssize_t pad, Py_ssize_t stride, 
     hi[0] = max(min(hi[0], out_size), lo[0])
 
 
+cdef inline void copy_strided(floating* dst, const floating* src, Py_ssize_t n,
+                              Py_ssize_t src_stride) noexcept nogil:
+    """dst[i] = src[i * src_stride]; stride 1 (the common case) gets its own, vectorised loop."""
+    cdef Py_ssize_t i
+    if src_stride == 1:
+        for i in range(n):
+            dst[i] = src[i]
+    else:
+        for i in range(n):
+            dst[i] = src[i * src_stride]
+
+
+cdef inline void add_strided(floating* dst, Py_ssize_t dst_stride, const floating* src,
+                             Py_ssize_t n) noexcept nogil:
+    """dst[i * dst_stride] += src[i]; stride 1 (the common case) gets its own, vectorised loop."""
+    cdef Py_ssize_t i
+    if dst_stride == 1:
+        for i in range(n):
+            dst[i] += src[i]
+    else:
+        for i in range(n):
+            dst[i * dst_stride] += src[i]
+
+
 cdef inline void im2col_transfer(floating* image, floating* col, const Geometry* g,
                                  bint to_col) noexcept nogil:
     """to_col: col = im2col(image).  Otherwise image = col2im(col), adding overlapping taps
     in a fixed order."""
     cdef Py_ssize_t P = g.OH * g.OW
-    cdef Py_ssize_t c, kh, kw, oy, ox, oy_lo, oy_hi, ox_lo, ox_hi, image_at, col_at
+    cdef Py_ssize_t c, kh, kw, oy, oy_lo, oy_hi, ox_lo, ox_hi
+    cdef floating* image_row
+    cdef floating* col_row
     if to_col:
         memset(col, 0, g.C * g.KH * g.KW * P * sizeof(floating))
     else:
@@ -67,15 +93,14 @@ cdef inline void im2col_transfer(floating* image, floating* col, const Geometry*
             for kw in range(g.KW):
                 valid_outputs(kw, g.pad_w, g.stride_w, g.W, g.OW, &ox_lo, &ox_hi)
                 for oy in range(oy_lo, oy_hi):
-                    # image_at + ox*stride_w is the input under output (oy, ox) for this tap.
-                    image_at = (c * g.H + oy * g.stride_h + kh - g.pad_h) * g.W + kw - g.pad_w
-                    col_at = ((c * g.KH + kh) * g.KW + kw) * P + oy * g.OW
+                    # The input under output (oy, ox_lo) for this tap, and the col entry for it.
+                    image_row = image + ((c * g.H + oy * g.stride_h + kh - g.pad_h) * g.W
+                                         + ox_lo * g.stride_w + kw - g.pad_w)
+                    col_row = col + ((c * g.KH + kh) * g.KW + kw) * P + oy * g.OW + ox_lo
                     if to_col:
-                        for ox in range(ox_lo, ox_hi):
-                            col[col_at + ox] = image[image_at + ox * g.stride_w]
+                        copy_strided(col_row, image_row, ox_hi - ox_lo, g.stride_w)
                     else:
-                        for ox in range(ox_lo, ox_hi):
-                            image[image_at + ox * g.stride_w] += col[col_at + ox]
+                        add_strided(image_row, g.stride_w, col_row, ox_hi - ox_lo)
 
 
 cdef int choose_threads(Py_ssize_t work, int num_threads) noexcept nogil:
@@ -124,26 +149,33 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
                     const floating[:, :, :, ::1] grad_out, floating[:, :, :, ::1] grad_x,
                     floating[:, :, :, ::1] grad_weight, floating[::1] grad_bias,
                     int stride_h, int stride_w, int pad_h, int pad_w, int num_threads):
-    """Write the gradients of conv2d; grad_x and grad_bias may be None (not wanted)."""
+    """Write the gradients of conv2d; grad_x and grad_bias may be None (not wanted).
+
+    The bias gradient rides along in the weight-gradient gemm: col gets an extra row of ones,
+    so that row's entry of grad_out @ col^T is the sum of grad_out over the positions.
+    """
     cdef Geometry g = make_geometry(x.shape[1], x.shape[2], x.shape[3], weight.shape[2], weight.shape[3],
                                     grad_out.shape[2], grad_out.shape[3], stride_h, stride_w, pad_h, pad_w)
     cdef Py_ssize_t N = x.shape[0], O = weight.shape[0]
     cdef Py_ssize_t K = g.C * g.KH * g.KW, P = g.OH * g.OW
-    cdef Py_ssize_t chunk_count = min(N, MAX_BATCH_CHUNKS)
-    cdef Py_ssize_t chunk_size = (N + chunk_count - 1) // chunk_count if chunk_count else 0
-    cdef Py_ssize_t chunk, n, o
-    cdef int threads = choose_threads(N * O * K * P * (2 if grad_x is not None else 1), num_threads)
-    cdef int failed = 0
-    cdef int* failed_flag = &failed
     cdef bint want_grad_x = grad_x is not None
     cdef bint want_grad_bias = grad_bias is not None
+    cdef Py_ssize_t rows = K + want_grad_bias  # rows of col, with the row of ones
+    # Sums of grad_out @ col^T per chunk, as [O, rows] or transposed as [rows, O]: the same
+    # numbers either way, so take the shape that wastes less of gemm's register tiles.
+    cdef bint transposed = gemm_tile_use(rows, O) > gemm_tile_use(O, rows)
+    cdef Py_ssize_t chunk_count = min(N, MAX_BATCH_CHUNKS)
+    cdef Py_ssize_t chunk_size = (N + chunk_count - 1) // chunk_count if chunk_count else 0
+    cdef Py_ssize_t chunk, n, o, k
+    cdef Py_ssize_t i = 0
+    cdef int threads = choose_threads(N * O * K * P * (2 if want_grad_x else 1), num_threads)
+    cdef int failed = 0
+    cdef int* failed_flag = &failed
     cdef floating* col = NULL
     cdef floating* grad_col = NULL
-    cdef floating* chunk_weight
-    cdef floating* chunk_bias
+    cdef floating* chunk_sum
     cdef const floating* grad_out_n
-    cdef floating* weight_sums
-    cdef floating* bias_sums
+    cdef floating* sums
 
     grad_weight[...] = 0
     if want_grad_bias:
@@ -153,32 +185,30 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
     if chunk_count == 0 or O == 0 or P == 0:
         return
     chunk_count = (N + chunk_size - 1) // chunk_size
-    weight_sums = <floating*> malloc(max(chunk_count * O * K, 1) * sizeof(floating))
-    bias_sums = <floating*> malloc(chunk_count * O * sizeof(floating))
-    if weight_sums == NULL or bias_sums == NULL:
-        free(weight_sums)
-        free(bias_sums)
+    sums = <floating*> malloc(chunk_count * O * rows * sizeof(floating))
+    if sums == NULL:
         raise MemoryError("conv2d_backward: could not allocate the gradient buffers")
 
     with nogil, parallel(num_threads=threads):
-        col = <floating*> malloc(max(K * P, 1) * sizeof(floating))
+        col = <floating*> malloc(rows * P * sizeof(floating))
         grad_col = <floating*> malloc(max(K * P, 1) * sizeof(floating)) if want_grad_x else NULL
         if col == NULL or (want_grad_x and grad_col == NULL):
             failed_flag[0] = 1
+        else:
+            for i in range(K * P, rows * P):  # the row of ones (im2col writes only the first K rows)
+                col[i] = 1
         for chunk in prange(chunk_count, schedule="static"):
             if col == NULL or (want_grad_x and grad_col == NULL):
                 continue
-            chunk_weight = weight_sums + chunk * O * K
-            chunk_bias = bias_sums + chunk * O
-            memset(chunk_weight, 0, O * K * sizeof(floating))
-            memset(chunk_bias, 0, O * sizeof(floating))
+            chunk_sum = sums + chunk * O * rows
+            memset(chunk_sum, 0, O * rows * sizeof(floating))
             for n in range(chunk * chunk_size, min(N, (chunk + 1) * chunk_size)):
                 grad_out_n = &grad_out[n, 0, 0, 0]
                 im2col_transfer(<floating*> &x[n, 0, 0, 0], col, &g, True)  # to_col only reads x
-                gemm_nt(O, K, P, grad_out_n, P, col, P, chunk_weight, K, True)
-                if want_grad_bias:
-                    for o in range(O):
-                        chunk_bias[o] += row_sum(grad_out_n + o * P, P)
+                if transposed:
+                    gemm_nt(rows, O, P, col, P, grad_out_n, P, chunk_sum, O, True)
+                else:
+                    gemm_nt(O, rows, P, grad_out_n, P, col, P, chunk_sum, rows, True)
                 if want_grad_x:
                     gemm_tn(K, P, O, &weight[0, 0, 0, 0], K, grad_out_n, P, grad_col, P, False)
                     im2col_transfer(&grad_x[n, 0, 0, 0], grad_col, &g, False)
@@ -186,21 +216,23 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
         free(grad_col)
 
     if not failed:
-        add_chunks(weight_sums, chunk_count, O * K, &grad_weight[0, 0, 0, 0])
-        if want_grad_bias:
-            add_chunks(bias_sums, chunk_count, O, &grad_bias[0])
-    free(weight_sums)
-    free(bias_sums)
+        for o in range(O):
+            for k in range(rows):
+                i = k * O + o if transposed else o * rows + k
+                if k < K:
+                    grad_weight[o, 0, 0, k] = sum_chunks(sums, chunk_count, O * rows, i)
+                else:
+                    grad_bias[o] = sum_chunks(sums, chunk_count, O * rows, i)
+    free(sums)
     if failed:
         raise MemoryError("conv2d_backward: could not allocate the im2col buffers")
 
 
-cdef void add_chunks(const floating* chunks, Py_ssize_t chunk_count, Py_ssize_t size,
-                     floating* total) noexcept nogil:
-    """total = chunks[0] + chunks[1] + ..., in chunk order."""
-    cdef Py_ssize_t chunk, i
-    for i in range(size):
-        total[i] = chunks[i]
+cdef inline floating sum_chunks(const floating* chunks, Py_ssize_t chunk_count, Py_ssize_t chunk_stride,
+                                Py_ssize_t index) noexcept nogil:
+    """chunks[index] + chunks[chunk_stride + index] + ..., in chunk order."""
+    cdef floating total = chunks[index]
+    cdef Py_ssize_t chunk
     for chunk in range(1, chunk_count):
-        for i in range(size):
-            total[i] += chunks[chunk * size + i]
+        total += chunks[chunk * chunk_stride + index]
+    return total

@@ -23,7 +23,6 @@ cdef enum:
     GEMM_MR = 4      # rows of C per register tile
     GEMM_NR = 32     # columns of C per register tile
     GEMM_KC = 128    # k-block: keeps the B panel in cache across the rows of A
-    SUM_LANES = 8    # partial sums in row_sum
 
 
 cdef inline void _gemm_tile(Py_ssize_t K, const floating* A, Py_ssize_t a_row, Py_ssize_t a_col,
@@ -123,20 +122,11 @@ cdef inline void gemm_nt(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
     _gemm(M, N, K, A, lda, 1, B, 1, ldb, C, ldc, accumulate)
 
 
-cdef inline floating row_sum(const floating* x, Py_ssize_t n) noexcept nogil:
-    """Sum of n contiguous values: SUM_LANES vectorisable partial sums, added in a fixed order."""
-    cdef floating lanes[SUM_LANES]
-    cdef floating total
-    cdef Py_ssize_t l, p, pb
-    cdef Py_ssize_t n_vec = n - n % SUM_LANES
-    for l in range(SUM_LANES):
-        lanes[l] = 0
-    for pb in range(n // SUM_LANES):
-        p = pb * SUM_LANES
-        for l in range(SUM_LANES):
-            lanes[l] += x[p + l]
-    total = (((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
-             + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7])))
-    for p in range(n_vec, n):
-        total += x[p]
-    return total
+cdef inline double gemm_tile_use(Py_ssize_t M, Py_ssize_t N) noexcept nogil:
+    """The share of the register tiles' arithmetic that is real work for an M x N product
+    (the rest is padding), for callers that can choose between computing C and C^T."""
+    cdef Py_ssize_t padded_m = (M + GEMM_MR - 1) // GEMM_MR * GEMM_MR
+    cdef Py_ssize_t padded_n = (N + GEMM_NR - 1) // GEMM_NR * GEMM_NR
+    if padded_m * padded_n == 0:
+        return 1.0
+    return <double> (M * N) / <double> (padded_m * padded_n)
