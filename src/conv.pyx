@@ -185,12 +185,12 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
     if chunk_count == 0 or O == 0 or P == 0:
         return
     chunk_count = (N + chunk_size - 1) // chunk_size
-    sums = <floating*> malloc(chunk_count * O * rows * sizeof(floating))
+    sums = <floating*> malloc(max(chunk_count * O * rows, 1) * sizeof(floating))
     if sums == NULL:
         raise MemoryError("conv2d_backward: could not allocate the gradient buffers")
 
     with nogil, parallel(num_threads=threads):
-        col = <floating*> malloc(rows * P * sizeof(floating))
+        col = <floating*> malloc(max(rows * P, 1) * sizeof(floating))
         grad_col = <floating*> malloc(max(K * P, 1) * sizeof(floating)) if want_grad_x else NULL
         if col == NULL or (want_grad_x and grad_col == NULL):
             failed_flag[0] = 1
