@@ -92,16 +92,18 @@ def test_first_layer_input_without_grad(rng, dtype):
     assert_conv_matches_torch(ours, theirs, dtype)
 
 
-def test_non_contiguous_input_and_weight(rng, dtype):
+def test_non_contiguous_input_weight_and_gradient(rng, dtype):
     x_t = rng.standard_normal((3, 4, 10, 9)).astype(dtype).transpose(0, 1, 3, 2)  # (3, 4, 9, 10)
     w_t = rng.standard_normal((6, 4, 3, 5)).astype(dtype).transpose(0, 1, 3, 2)   # (6, 4, 5, 3)
+    probe = rng.standard_normal((3, 6, 5, 4)).astype(dtype)  # out is (3, 6, 4, 5)
     ours_x = cnncy.from_numpy(x_t).requires_grad_()
     ours_w = cnncy.from_numpy(w_t).requires_grad_()
     out = F.conv2d(ours_x, ours_w, stride=2, padding=1)
-    out.sum().backward()
+    # The gradient reaching conv2d comes back through a transpose: a non-contiguous array.
+    (out.transpose(2, 3) * cnncy.tensor(probe)).sum().backward()
     theirs_x, theirs_w = to_torch(x_t, True), to_torch(w_t, True)
     expected = torch.nn.functional.conv2d(theirs_x, theirs_w, stride=2, padding=1)
-    expected.sum().backward()
+    (expected.transpose(2, 3) * to_torch(probe)).sum().backward()
     assert_close(out, expected)
     assert_close(ours_x.grad, theirs_x.grad)
     assert_close(ours_w.grad, theirs_w.grad)

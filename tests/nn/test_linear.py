@@ -67,16 +67,18 @@ def test_input_without_grad(rng, dtype):
     assert_linear_matches_torch(ours, theirs, dtype)
 
 
-def test_non_contiguous_input_and_weight(rng, dtype):
+def test_non_contiguous_input_weight_and_gradient(rng, dtype):
     x_t = rng.standard_normal((12, 9)).astype(dtype).T        # (9, 12)
     w_t = rng.standard_normal((12, 5)).astype(dtype).T        # (5, 12)
+    probe = rng.standard_normal((5, 9)).astype(dtype)
     ours_x = cnncy.from_numpy(x_t).requires_grad_()
     ours_w = cnncy.from_numpy(w_t).requires_grad_()
     out = F.linear(ours_x, ours_w)
-    out.sum().backward()
+    # The gradient reaching linear comes back through a transpose: a non-contiguous array.
+    (out.T * cnncy.tensor(probe)).sum().backward()
     theirs_x, theirs_w = to_torch(x_t, True), to_torch(w_t, True)
     expected = torch.nn.functional.linear(theirs_x, theirs_w)
-    expected.sum().backward()
+    (expected.T * to_torch(probe)).sum().backward()
     assert_close(out, expected)
     assert_close(ours_x.grad, theirs_x.grad)
     assert_close(ours_w.grad, theirs_w.grad)
