@@ -12,12 +12,17 @@ from ._inplace import apply_inplace
 from ._validation import _FLOAT_DTYPES, check_tensor
 
 
+def _contiguous(array):
+    """array itself when C-contiguous, else a C-contiguous copy (keeps 0-d arrays 0-d)."""
+    return array if array.flags.c_contiguous else np.ascontiguousarray(array)
+
+
 class ReLUFunction(Function):
     """max(x, 0); with `inplace` the result is written into x's array."""
 
     @staticmethod
     def forward(ctx, x, inplace):
-        source = np.ascontiguousarray(x)
+        source = _contiguous(x)
         out = source if inplace and source is x else np.empty_like(source)
         _activation.relu_forward(source.reshape(-1), out.reshape(-1), get_num_threads())
         if inplace and out is not x:
@@ -29,8 +34,8 @@ class ReLUFunction(Function):
     @staticmethod
     def backward(ctx, grad_out):
         (out,) = ctx.saved_tensors
-        out = np.ascontiguousarray(out)
-        grad_out = np.ascontiguousarray(grad_out, dtype=out.dtype)
+        out = _contiguous(out)
+        grad_out = _contiguous(grad_out.astype(out.dtype, copy=False))
         grad_x = np.empty_like(out)
         _activation.relu_backward(grad_out.reshape(-1), out.reshape(-1), grad_x.reshape(-1),
                                   get_num_threads())

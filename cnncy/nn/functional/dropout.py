@@ -15,10 +15,8 @@ class DropoutFunction(Function):
     @staticmethod
     def forward(ctx, x, noise, inplace):
         ctx.save_for_backward(noise)
-        if inplace:
-            np.multiply(x, noise, out=x)
-            return x
-        return np.multiply(x, noise)
+        with np.errstate(invalid="ignore"):  # inf * 0 is nan, silently, as in torch
+            return np.multiply(x, noise, out=x if inplace else None)
 
     @staticmethod
     def backward(ctx, grad_out):

@@ -101,10 +101,10 @@ class _ClassIndexLoss(Function):
             sample_grad = ctx.sample_weight * grad_out.reshape(-1).astype(dtype, copy=False)
         else:
             scale = dtype.type(grad_out)
-            if ctx.reduction == "mean":
-                with np.errstate(invalid="ignore", divide="ignore"):
+            with np.errstate(invalid="ignore", divide="ignore"):  # no kept targets: nan, as torch
+                if ctx.reduction == "mean":
                     scale = scale / ctx.total_weight
-            sample_grad = ctx.sample_weight * scale
+                sample_grad = ctx.sample_weight * scale
         grad_rows = cls.input_grad(ctx, ctx.target, np.ascontiguousarray(sample_grad),
                                    ctx.ignore_index)
         return _unrows(grad_rows, ctx.input_shape), None, None, None, None
@@ -149,9 +149,9 @@ class CrossEntropyFunction(_ClassIndexLoss):
 
 # ----------------------------------------------------------------- argument checks
 
-def _check_reduction(reduction):
+def _check_reduction(op, reduction):
     if reduction not in _REDUCTIONS:
-        raise ValueError(f"{reduction} is not a valid value for reduction")
+        raise ValueError(f"{op}: {reduction} is not a valid value for reduction")
 
 
 def _check_class_targets(op, input, target, weight, ignore_index):
@@ -212,6 +212,13 @@ class _ZeroWhere(Function):
         return np.where(ctx.mask, grad_out.dtype.type(0), grad_out), None
 
 
+def _mean_over(total, count):
+    """total / count as a differentiable tensor; nan (without numpy's 0/0 warning) when count is 0."""
+    if count == 0:
+        return total * Tensor._wrap(np.asarray(np.nan, dtype=total.dtype))
+    return total / Tensor._wrap(np.asarray(count, dtype=total.dtype))
+
+
 def _class_weights_like(weight, input, class_dim):
     """weight shaped to broadcast along the class axis of input."""
     shape = [1] * input.ndim
@@ -233,7 +240,7 @@ def _label_smoothing_loss(input, target, weight, ignore_index, reduction, label_
     elif reduction == "mean":
         kept = target._array[keep].astype(np.int64)
         total = weight._array[kept].sum() if weight is not None else keep.sum()
-        smooth = smooth.sum() / Tensor._wrap(np.asarray(total, dtype=input.dtype))
+        smooth = _mean_over(smooth.sum(), total)
     return nll * (1 - label_smoothing) + smooth * (label_smoothing / classes)
 
 
@@ -254,10 +261,7 @@ def _probability_target_loss(op, input, target, weight, reduction, label_smoothi
     total = -terms.sum()
     if reduction == "sum":
         return total
-    samples = input.numel() // classes
-    if samples == 0:
-        return total * Tensor._wrap(np.asarray(np.nan, dtype=total.dtype))
-    return total / Tensor._wrap(np.asarray(samples, dtype=total.dtype))
+    return _mean_over(total, input.numel() // classes)
 
 
 # ----------------------------------------------------------------- public ops
@@ -279,7 +283,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     check_tensor(op, "weight", weight, optional=True)
     if size_average is not None or reduce is not None:
         reduction = legacy_reduction(size_average, reduce)
-    _check_reduction(reduction)
+    _check_reduction(op, reduction)
     _check_float_input(op, input)
     flat_target = _check_class_targets(op, input, target, weight, ignore_index)
     return NLLLossFunction.apply(input, flat_target, _weight_array(weight), int(ignore_index),
@@ -306,7 +310,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     check_tensor(op, "weight", weight, optional=True)
     if size_average is not None or reduce is not None:
         reduction = legacy_reduction(size_average, reduce)
-    _check_reduction(reduction)
+    _check_reduction(op, reduction)
     if tuple(input.shape) == tuple(target.shape):
         if target.dtype not in _FLOAT_DTYPES:
             raise RuntimeError(f"{op}: Expected floating point type for target with class "
