@@ -199,11 +199,11 @@ def print_report(args, libs, thread_counts, timings, errors, reports):
     threads_text = ",".join(map(str, thread_counts))
     print(harness.machine_line(threads_text))
     print(harness.versions_line(reports))
-    iterations = f"{args.iters} timed iterations" if args.iters else f"~{args.seconds} s of timed iterations"
+    timed = f"{args.iters} timed steps" if args.iters else f"~{args.seconds} s of timed steps"
     reading = ("Speed-up = time at the first thread count / time at the last." if args.threads_scaling
                else "Ratios = other library's time / cnncy's time: > 1 means cnncy is faster.")
     print(f"Median over {args.rounds} rounds (one fresh process per library per round; "
-          f"{args.warmup} warm-up + {iterations} per workload). {reading}")
+          f"{args.warmup} warm-up steps, then the median of {timed} per workload). {reading}")
     print()
     if args.threads_scaling:
         print(scaling_table(args, libs, thread_counts, timings))

@@ -139,12 +139,13 @@ def make_batch(lib, batch, input_shape, num_classes):
 
 
 def seconds_per_call(step, warmup, iters=None, target_seconds=0.3, setup=None, max_iters=1000):
-    """Mean wall time of one `step()` after `warmup` calls, and the number of timed calls.
+    """Median wall time of one `step()` over the timed calls after `warmup` calls, and their number.
 
-    With `setup`, each call is `step(*setup())` and only `step` is timed (e.g. setup runs the forward
-    pass whose backward is the step).  With iters=None the count is chosen from the last warm-up call
-    so that the timed calls add up to about target_seconds (at least 3): fast and slow workloads both
-    get a steady number in similar time.
+    Each call is timed alone and the median taken, so a call that lost its core to another process
+    moves the result little.  With `setup`, each call is `step(*setup())` and only `step` is timed
+    (e.g. setup runs the forward pass whose backward is the step).  With iters=None the count is
+    chosen from the last warm-up call so that the timed calls add up to about target_seconds (at
+    least 5): fast and slow workloads both get a steady number in similar time.
     """
     prepare = setup or tuple
 
@@ -158,8 +159,8 @@ def seconds_per_call(step, warmup, iters=None, target_seconds=0.3, setup=None, m
     for _ in range(max(warmup, 1)):
         last = timed_call()
     if iters is None:
-        iters = min(max(math.ceil(target_seconds / max(last, 1e-9)), 3), max_iters)
-    return sum(timed_call() for _ in range(iters)) / iters, iters
+        iters = min(max(math.ceil(target_seconds / max(last, 1e-9)), 5), max_iters)
+    return statistics.median(timed_call() for _ in range(iters)), iters
 
 
 def describe_error(error):
