@@ -13,8 +13,9 @@ C-contiguous arrays.
 """
 from cython cimport floating
 from cython.parallel cimport prange
+from libc.stdlib cimport free, malloc
 
-from gemm cimport gemm_nn, gemm_nt, gemm_tn
+from gemm cimport gemm_nn, gemm_nt, gemm_tile_use, gemm_tn
 
 # Below this many multiply-adds a parallel region costs more than it saves.
 cdef Py_ssize_t PARALLEL_MIN_WORK = 1 << 16
@@ -51,16 +52,33 @@ cdef void tiled_gemm(Variant variant, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
 
 def linear_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
                    const floating[::1] bias, floating[:, ::1] out, int num_threads):
-    """out = x @ weight^T + bias; bias may be None."""
+    """out = x @ weight^T + bias; bias may be None.
+
+    With few output features (a classifier head) most of gemm's register tile would be
+    padding, so out^T = weight @ x^T is computed instead and transposed: the same numbers.
+    """
     cdef Py_ssize_t N = x.shape[0], I = x.shape[1], O = weight.shape[0]
     cdef Py_ssize_t n, o
     cdef bint has_bias = bias is not None
+    cdef bint transposed = gemm_tile_use(O, N) > gemm_tile_use(N, O)
+    cdef floating* out_t = NULL
+    if transposed:
+        out_t = <floating*> malloc(O * N * sizeof(floating))
+        if out_t == NULL:
+            raise MemoryError("linear_forward: could not allocate the output buffer")
     with nogil:
+        if transposed:
+            tiled_gemm(NT, O, N, I, &weight[0, 0], I, &x[0, 0], I, out_t, N, False, num_threads)
+            for n in range(N):
+                for o in range(O):
+                    out[n, o] = out_t[o * N + n]
+            free(out_t)
+        else:
+            tiled_gemm(NT, N, O, I, &x[0, 0], I, &weight[0, 0], I, &out[0, 0], O, False, num_threads)
         if has_bias:
             for n in range(N):
                 for o in range(O):
-                    out[n, o] = bias[o]
-        tiled_gemm(NT, N, O, I, &x[0, 0], I, &weight[0, 0], I, &out[0, 0], O, has_bias, num_threads)
+                    out[n, o] += bias[o]
 
 
 def linear_backward(const floating[:, ::1] x, const floating[:, ::1] weight,
