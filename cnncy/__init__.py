@@ -19,5 +19,6 @@ double = float64
 long = int64
 
 from . import datasets, nn, optim, transforms, utils  # noqa: E402  (they import the names above)
+from .nn.functional import log_softmax, relu, softmax  # noqa: E402  (torch.relu and friends)
 
 __version__ = "0.1.0"

@@ -95,8 +95,10 @@ def test_twenty_training_steps_follow_torch(make_optimizer, dtype, rng):
 
 
 def test_seed_script_runs_with_imports_swapped():
+    # Whichever cnncy the tests import (installed, or built in place) is the one the script gets.
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(cnncy.__file__)))
     result = subprocess.run([sys.executable, os.path.join(EXAMPLES, "simple_cnn.py")],
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr
     match = re.fullmatch(r"Loss: (\S+)\n", result.stdout)
     assert match, result.stdout
