@@ -112,9 +112,11 @@ def test_gradients_match_finite_differences(rng):
         assert_close(tensor.grad, numerical_gradient(loss, array), rtol=1e-7, what=what)
 
 
-def test_one_and_two_threads_are_bitwise_identical(rng, threads):
+@pytest.mark.parametrize("out_features", [200, 10])  # 10: the forward computes out^T
+def test_one_and_two_threads_are_bitwise_identical(rng, threads, out_features):
     # Big enough for several output tiles and the multi-threaded path of every product.
-    x, weight, bias = (rng.standard_normal(s).astype(np.float32) for s in ((70, 300), (200, 300), (200,)))
+    shapes = ((70, 300), (out_features, 300), (out_features,))
+    x, weight, bias = (rng.standard_normal(s).astype(np.float32) for s in shapes)
 
     def run(num_threads):
         threads(num_threads)
