@@ -10,17 +10,10 @@ from cython cimport floating
 from cython.parallel cimport prange
 
 from softmax_core cimport exp_, log_softmax_row, softmax_row
+from team_size cimport team_size
 
-# Elements per parallel task of the elementwise kernels, and the least work
-# worth a parallel region.
+# Elements per parallel task of the elementwise kernels.
 cdef Py_ssize_t CHUNK = 1 << 14
-cdef Py_ssize_t PARALLEL_MIN_WORK = 1 << 15
-
-
-cdef int team_size(Py_ssize_t tasks, Py_ssize_t work, int num_threads):
-    if work < PARALLEL_MIN_WORK or tasks < 2:
-        return 1
-    return num_threads
 
 
 # ----------------------------------------------------------------- relu

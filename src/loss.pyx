@@ -10,14 +10,7 @@ from cython.parallel cimport prange
 from libc.stdint cimport int64_t
 
 from softmax_core cimport exp_, log_softmax_row
-
-cdef Py_ssize_t PARALLEL_MIN_WORK = 1 << 15
-
-
-cdef int team_size(Py_ssize_t rows, Py_ssize_t work, int num_threads):
-    if work < PARALLEL_MIN_WORK or rows < 2:
-        return 1
-    return num_threads
+from team_size cimport team_size
 
 
 def cross_entropy_forward(const floating[:, ::1] logits, const int64_t[::1] target,

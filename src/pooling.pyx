@@ -9,10 +9,8 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t
 
-from pooling_core cimport (PoolGeometry, max_pool2d_backward_plane, max_pool2d_plane)
-
-# Below this many window taps a parallel region costs more than it saves.
-cdef Py_ssize_t PARALLEL_MIN_WORK = 1 << 15
+from pooling_core cimport PoolGeometry, max_pool2d_backward_plane, max_pool2d_plane
+from team_size cimport team_size
 
 
 cdef PoolGeometry make_geometry(Py_ssize_t height, Py_ssize_t width, Py_ssize_t out_height,
@@ -24,12 +22,6 @@ cdef PoolGeometry make_geometry(Py_ssize_t height, Py_ssize_t width, Py_ssize_t 
     g.kernel_h, g.kernel_w, g.stride_h, g.stride_w = kh, kw, sh, sw
     g.pad_h, g.pad_w, g.dilation_h, g.dilation_w = ph, pw, dh, dw
     return g
-
-
-cdef int team_size(Py_ssize_t planes, Py_ssize_t work, int num_threads):
-    if work < PARALLEL_MIN_WORK or planes < 2:
-        return 1
-    return num_threads
 
 
 # ----------------------------------------------------------------- max pooling
@@ -51,15 +43,9 @@ def max_pool2d_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] ou
     cdef floating* out_data = &out[0, 0, 0, 0]
     cdef int64_t* argmax_data = &argmax[0, 0, 0, 0]
     cdef int threads = team_size(planes, planes * out_size * kh * kw, num_threads)
-    if threads > 1:
-        for p in prange(planes, nogil=True, schedule='static', num_threads=threads):
-            max_pool2d_plane(x_data + p * in_size, out_data + p * out_size,
-                             argmax_data + p * out_size, &g)
-    else:
-        with nogil:
-            for p in range(planes):
-                max_pool2d_plane(x_data + p * in_size, out_data + p * out_size,
-                                 argmax_data + p * out_size, &g)
+    for p in prange(planes, nogil=True, schedule='static', num_threads=threads):
+        max_pool2d_plane(x_data + p * in_size, out_data + p * out_size,
+                         argmax_data + p * out_size, &g)
 
 
 def max_pool2d_backward(const floating[:, :, :, ::1] grad_out, const int64_t[:, :, :, ::1] argmax,
@@ -75,15 +61,9 @@ def max_pool2d_backward(const floating[:, :, :, ::1] grad_out, const int64_t[:, 
     cdef const floating* grad_out_data = &grad_out[0, 0, 0, 0]
     cdef const int64_t* argmax_data = &argmax[0, 0, 0, 0]
     cdef int threads = team_size(planes, planes * (in_size + out_size), num_threads)
-    if threads > 1:
-        for p in prange(planes, nogil=True, schedule='static', num_threads=threads):
-            max_pool2d_backward_plane(grad_out_data + p * out_size, argmax_data + p * out_size,
-                                      grad_x_data + p * in_size, in_size, out_size)
-    else:
-        with nogil:
-            for p in range(planes):
-                max_pool2d_backward_plane(grad_out_data + p * out_size, argmax_data + p * out_size,
-                                          grad_x_data + p * in_size, in_size, out_size)
+    for p in prange(planes, nogil=True, schedule='static', num_threads=threads):
+        max_pool2d_backward_plane(grad_out_data + p * out_size, argmax_data + p * out_size,
+                                  grad_x_data + p * in_size, in_size, out_size)
 
 
 # ----------------------------------------------------------------- average pooling
@@ -175,15 +155,9 @@ def avg_pool2d_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] ou
     cdef const floating* x_data = &x[0, 0, 0, 0]
     cdef floating* out_data = &out[0, 0, 0, 0]
     cdef int threads = team_size(planes, planes * out_size * kh * kw, num_threads)
-    if threads > 1:
-        for p in prange(planes, nogil=True, schedule='static', num_threads=threads):
-            avg_pool2d_plane(x_data + p * in_size, out_data + p * out_size, &g,
-                             count_include_pad, divisor_override)
-    else:
-        with nogil:
-            for p in range(planes):
-                avg_pool2d_plane(x_data + p * in_size, out_data + p * out_size, &g,
-                                 count_include_pad, divisor_override)
+    for p in prange(planes, nogil=True, schedule='static', num_threads=threads):
+        avg_pool2d_plane(x_data + p * in_size, out_data + p * out_size, &g,
+                         count_include_pad, divisor_override)
 
 
 def avg_pool2d_backward(const floating[:, :, :, ::1] grad_out, floating[:, :, :, ::1] grad_x,
@@ -202,12 +176,6 @@ def avg_pool2d_backward(const floating[:, :, :, ::1] grad_out, floating[:, :, :,
     cdef floating* grad_x_data = &grad_x[0, 0, 0, 0]
     cdef const floating* grad_out_data = &grad_out[0, 0, 0, 0]
     cdef int threads = team_size(planes, planes * (in_size + out_size * kh * kw), num_threads)
-    if threads > 1:
-        for p in prange(planes, nogil=True, schedule='static', num_threads=threads):
-            avg_pool2d_backward_plane(grad_out_data + p * out_size, grad_x_data + p * in_size, &g,
-                                      count_include_pad, divisor_override)
-    else:
-        with nogil:
-            for p in range(planes):
-                avg_pool2d_backward_plane(grad_out_data + p * out_size, grad_x_data + p * in_size,
-                                          &g, count_include_pad, divisor_override)
+    for p in prange(planes, nogil=True, schedule='static', num_threads=threads):
+        avg_pool2d_backward_plane(grad_out_data + p * out_size, grad_x_data + p * in_size, &g,
+                                  count_include_pad, divisor_override)
