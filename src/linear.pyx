@@ -31,8 +31,8 @@ cdef enum Variant:
 
 cdef void tiled_gemm(Variant variant, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                      const floating* A, Py_ssize_t lda, const floating* B, Py_ssize_t ldb,
-                     floating* C, Py_ssize_t ldc, bint accumulate, int num_threads) noexcept nogil:
-    """C (+)= op(A) @ op(B), one output tile per task."""
+                     floating* C, Py_ssize_t ldc, int num_threads) noexcept nogil:
+    """C = op(A) @ op(B), one output tile per task."""
     cdef Py_ssize_t row_tiles = (M + TILE_ROWS - 1) // TILE_ROWS
     cdef Py_ssize_t col_tiles = (N + TILE_COLS - 1) // TILE_COLS
     cdef Py_ssize_t tile, i0, j0, rows, cols
@@ -43,11 +43,11 @@ cdef void tiled_gemm(Variant variant, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
         rows = min(TILE_ROWS, M - i0)
         cols = min(TILE_COLS, N - j0)
         if variant == NN:
-            gemm_nn(rows, cols, K, A + i0 * lda, lda, B + j0, ldb, C + i0 * ldc + j0, ldc, accumulate)
+            gemm_nn(rows, cols, K, A + i0 * lda, lda, B + j0, ldb, C + i0 * ldc + j0, ldc, False)
         elif variant == TN:
-            gemm_tn(rows, cols, K, A + i0, lda, B + j0, ldb, C + i0 * ldc + j0, ldc, accumulate)
+            gemm_tn(rows, cols, K, A + i0, lda, B + j0, ldb, C + i0 * ldc + j0, ldc, False)
         else:
-            gemm_nt(rows, cols, K, A + i0 * lda, lda, B + j0 * ldb, ldb, C + i0 * ldc + j0, ldc, accumulate)
+            gemm_nt(rows, cols, K, A + i0 * lda, lda, B + j0 * ldb, ldb, C + i0 * ldc + j0, ldc, False)
 
 
 def linear_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
@@ -68,13 +68,13 @@ def linear_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
             raise MemoryError("linear_forward: could not allocate the output buffer")
     with nogil:
         if transposed:
-            tiled_gemm(NT, O, N, I, &weight[0, 0], I, &x[0, 0], I, out_t, N, False, num_threads)
+            tiled_gemm(NT, O, N, I, &weight[0, 0], I, &x[0, 0], I, out_t, N, num_threads)
             for n in range(N):
                 for o in range(O):
                     out[n, o] = out_t[o * N + n]
             free(out_t)
         else:
-            tiled_gemm(NT, N, O, I, &x[0, 0], I, &weight[0, 0], I, &out[0, 0], O, False, num_threads)
+            tiled_gemm(NT, N, O, I, &x[0, 0], I, &weight[0, 0], I, &out[0, 0], O, num_threads)
         if has_bias:
             for n in range(N):
                 for o in range(O):
@@ -98,7 +98,5 @@ def linear_backward(const floating[:, ::1] x, const floating[:, ::1] weight,
                 for o in range(O):
                     grad_bias[o] += grad_out[n, o]
         if want_grad_x:
-            tiled_gemm(NN, N, I, O, &grad_out[0, 0], O, &weight[0, 0], I, &grad_x[0, 0], I, False,
-                       num_threads)
-        tiled_gemm(TN, O, I, N, &grad_out[0, 0], O, &x[0, 0], I, &grad_weight[0, 0], I, False,
-                   num_threads)
+            tiled_gemm(NN, N, I, O, &grad_out[0, 0], O, &weight[0, 0], I, &grad_x[0, 0], I, num_threads)
+        tiled_gemm(TN, O, I, N, &grad_out[0, 0], O, &x[0, 0], I, &grad_weight[0, 0], I, num_threads)
