@@ -159,6 +159,9 @@ def _accumulate_leaf(tensor, grad):
 
 def run_backward(root, grad, retain_graph=False):
     """Backpropagate `grad` (an ndarray shaped like root) through root's graph."""
+    from .tensor import materialise_deferred
+
+    materialise_deferred()  # before the optimizer step that usually follows changes the parameters
     node = root.grad_fn
     if node is None:
         _accumulate_leaf(root, grad)

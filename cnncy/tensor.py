@@ -6,10 +6,11 @@ here as small autograd Functions; the heavy ops (conv, pooling, linear,
 losses) live in cnncy.nn.functional and run on the Cython kernels.
 """
 import numbers
+import weakref
 
 import numpy as np
 
-from .autograd import Function, is_grad_enabled, run_backward
+from .autograd import Function, is_grad_enabled, run_backward, set_grad_enabled
 
 float32 = np.dtype(np.float32)
 float64 = np.dtype(np.float64)
@@ -460,6 +461,7 @@ class Tensor:
 
     # ------------------------------------------------------------- in-place
     def _check_inplace(self, op):
+        materialise_deferred()  # a deferred result must not see the new values of its inputs
         if is_grad_enabled() and self.requires_grad and self.grad_fn is None:
             raise RuntimeError(f"a leaf Variable that requires grad is being used in an in-place "
                                f"operation ({op}).")
@@ -754,3 +756,78 @@ class Size(tuple):
 
     def __repr__(self):
         return f"cnncy.Size({list(self)})"
+
+
+# Live DeferredTensors whose value has not been computed yet, by id (a WeakSet would compare
+# tensors with ==, which is elementwise).
+_deferred = weakref.WeakValueDictionary()
+
+
+def materialise_deferred():
+    """Compute every live DeferredTensor now.
+
+    Called before arrays are written in place (in-place ops, and backward, which precedes optimizer
+    steps), so that a deferred result gets the values its inputs had when it was created."""
+    while _deferred:
+        _deferred.popitem()[1]._materialise()
+
+
+class DeferredTensor(Tensor):
+    """A Tensor whose value is computed the first time something needs it (see nn/functional/fusion.py).
+
+    `compute()` returns the value as an ordinary Tensor, with its graph.  Until then shape, dtype
+    and requires_grad are known without computing.  The first read of `_array` or `grad_fn` runs
+    `compute` under the grad mode of the deferred op's call, takes over the result's array and
+    graph node, and turns this object into a plain Tensor.
+    """
+
+    def __init__(self, compute, shape, dtype, requires_grad):
+        self._compute = compute
+        self._grad_mode = is_grad_enabled()
+        self._deferred_shape = Size(shape)
+        self._deferred_dtype = dtype
+        self.grad = None
+        self._retains_grad = False
+        self._requires_grad = requires_grad
+        _deferred[id(self)] = self
+
+    def _materialise(self):
+        _deferred.pop(id(self), None)
+        with set_grad_enabled(self._grad_mode):
+            result = self._compute()
+        for name in ("_compute", "_grad_mode", "_deferred_shape", "_deferred_dtype"):
+            del self.__dict__[name]
+        self.__class__ = Tensor
+        self._array, self.grad_fn = result._array, result.grad_fn
+
+    @property
+    def _array(self):
+        self._materialise()
+        return self._array
+
+    @_array.setter
+    def _array(self, array):
+        self._materialise()
+        self._array = array
+
+    @property
+    def grad_fn(self):
+        self._materialise()
+        return self.grad_fn
+
+    @grad_fn.setter
+    def grad_fn(self, node):
+        self._materialise()
+        self.grad_fn = node
+
+    @property
+    def shape(self):
+        return self._deferred_shape
+
+    @property
+    def dtype(self):
+        return self._deferred_dtype
+
+    @property
+    def ndim(self):
+        return len(self._deferred_shape)
