@@ -8,6 +8,7 @@ from ... import _activation
 from ..._threads import get_num_threads
 from ...autograd import Function
 from ...tensor import Tensor, _normalize_dims, _normalize_dtype
+from . import fusion
 from ._inplace import apply_inplace
 from ._validation import _FLOAT_DTYPES, check_tensor
 
@@ -95,6 +96,9 @@ def relu(input, inplace=False):
             input._array[...] = result
             return input
         return Tensor._wrap(result)
+    deferred = fusion.defer_relu(input, inplace, lambda conv: ReLUFunction.apply(conv, False))
+    if deferred is not None:  # relu of a conv2d that is not computed yet (see fusion.py)
+        return deferred
     if inplace:
         return apply_inplace("relu_", ReLUFunction, input, True)
     return ReLUFunction.apply(input, False)

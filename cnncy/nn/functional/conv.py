@@ -6,6 +6,7 @@ import numpy as np
 from ... import _conv
 from ..._threads import get_num_threads
 from ...autograd import Function
+from . import fusion
 from ._validation import check_float_dtypes, check_tensor
 
 
@@ -144,4 +145,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         raise RuntimeError(f"conv2d: Calculated padded input size per channel: ({padded[0]} x "
                            f"{padded[1]}). Kernel size: ({kernel_size[0]} x {kernel_size[1]}). "
                            f"Kernel size can't be greater than actual input size")
-    return Conv2dFunction.apply(input, weight, bias, stride, padding, extra_padding)
+    compute = lambda: Conv2dFunction.apply(input, weight, bias, stride, padding, extra_padding)  # noqa: E731
+    # Computed when first needed, unless a relu/max_pool2d fuses it first (see fusion.py).
+    deferred = fusion.defer_conv2d(compute, input, weight, bias, stride, padding, extra_padding)
+    return deferred if deferred is not None else compute()

@@ -11,6 +11,7 @@ from ... import _pooling
 from ..._threads import get_num_threads
 from ...autograd import Function
 from ...tensor import Tensor
+from . import fusion
 from ._validation import _FLOAT_DTYPES, check_tensor
 
 
@@ -204,6 +205,9 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
         raise RuntimeError(f"{op}: non-empty 3D or 4D (batch mode) tensor expected for input, "
                            f"got shape {tuple(input.shape)}")
     out_h, out_w = _geometry(op, input, kernel, stride, pad, dilation, ceil_mode)
+    fused = fusion.fused_max_pool2d(input, kernel, stride, pad, dilation, ceil_mode, return_indices)
+    if fused is not None:  # of a conv2d (+ relu) that is not computed yet: one kernel (see fusion.py)
+        return fused
     sink = []
     out = MaxPool2dFunction.apply(input, (*kernel, *stride, *pad, *dilation, out_h, out_w), sink)
     return (out, Tensor._wrap(sink[0])) if return_indices else out

@@ -1,0 +1,124 @@
+"""Lazy fusion of conv2d -> relu -> max_pool2d into one kernel (cnncy._fused).
+
+Small CNNs spend most of their time in this chain, and most of that moving the conv
+output through memory three times.  Models call the three ops separately, so the
+fusion is lazy:
+
+1. conv2d (stride 1, a kernel small enough for the fused kernel) returns a
+   `DeferredConv2d`: a Tensor that knows its inputs, shape, dtype and requires_grad
+   but has computed nothing.
+2. relu of a DeferredConv2d returns another DeferredConv2d that also applies ReLU
+   (in place: the same object starts applying ReLU).
+3. max_pool2d of a DeferredConv2d, with kernel == stride, no padding, dilation 1,
+   no ceil_mode and no return_indices, runs `ConvReluPool2dFunction`: one graph node
+   whose inputs are (input, weight, bias).
+
+Anything else that touches a deferred tensor (reading its values, its grad_fn, using it
+in any other op) computes it the ordinary way, with the ordinary Conv2d (and ReLU)
+graph nodes, so the results and gradients are exactly those of the unfused ops: an
+intermediate that is also used elsewhere is simply computed as well.  Deferred values
+are also computed before any array is changed in place and at the start of backward
+(see cnncy.tensor.DeferredTensor), so a late read sees the values of the moment of the
+call.  Ops only fuse within one grad mode.
+"""
+import numpy as np
+
+from ... import _fused
+from ..._threads import get_num_threads
+from ...autograd import Function, is_grad_enabled
+from ...tensor import DeferredTensor
+
+# Above this many taps per output channel (C_in * kH * kW) conv2d's GEMM beats the fused
+# kernel's direct convolution, so conv2d computes at once instead of deferring.
+MAX_FUSED_TAPS = 64
+
+
+class DeferredConv2d(DeferredTensor):
+    """conv2d(input, weight, bias, padding) with stride 1, and ReLU after it if `relu`, not computed yet."""
+
+    def __init__(self, compute, input, weight, bias, padding, relu, shape):
+        requires_grad = is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (input, weight, bias))
+        super().__init__(compute, shape, input.dtype, requires_grad)
+        self.conv_args = (input, weight, bias, padding)
+        self.relu = relu
+
+
+def defer_conv2d(compute, input, weight, bias, stride, padding, extra_padding):
+    """A DeferredConv2d for a validated conv2d call, or None where the fused kernel cannot take it.
+
+    `compute()` runs the conv2d."""
+    channels, kernel_h, kernel_w = weight.shape[1:]
+    if (stride != (1, 1) or extra_padding != (0, 0) or channels * kernel_h * kernel_w > MAX_FUSED_TAPS
+            or isinstance(input, DeferredTensor)):
+        return None
+    *batch, _, height, width = input.shape
+    shape = (*batch, weight.shape[0], height + 2 * padding[0] - kernel_h + 1, width + 2 * padding[1] - kernel_w + 1)
+    return DeferredConv2d(compute, input, weight, bias, padding, False, shape)
+
+
+def defer_relu(input, inplace, relu_of):
+    """relu of a DeferredConv2d (not yet with ReLU) as a DeferredConv2d, or None for any other input.
+
+    `relu_of(tensor)` applies the ordinary relu."""
+    if type(input) is not DeferredConv2d or input.relu or input._grad_mode != is_grad_enabled():
+        return None
+    if inplace:  # nothing has seen the conv output yet: from now on it means its relu
+        compute_conv = input._compute
+        input._compute = lambda: relu_of(compute_conv())
+        input.relu = True
+        return input
+    return DeferredConv2d(lambda: relu_of(input), *input.conv_args, True, input.shape)
+
+
+def fused_max_pool2d(input, kernel, stride, padding, dilation, ceil_mode, return_indices):
+    """max_pool2d of a DeferredConv2d in one fused node, or None where the fused kernel does not apply."""
+    if (type(input) is not DeferredConv2d or input._grad_mode != is_grad_enabled() or stride != kernel
+            or padding != (0, 0) or dilation != (1, 1) or ceil_mode or return_indices
+            or kernel[0] * kernel[1] > _fused.max_window()):
+        return None
+    return ConvReluPool2dFunction.apply(*input.conv_args, kernel, input.relu)
+
+
+def _contiguous(array):
+    return array if array.flags.c_contiguous else np.ascontiguousarray(array)
+
+
+class ConvReluPool2dFunction(Function):
+    """max_pool2d(relu(conv2d(input, weight, bias, padding=padding)), pool), without storing the conv output.
+
+    The forward saves, per pooled value, which window position won (-1 where ReLU blocked the
+    gradient); without a graph to record it saves nothing.
+    """
+
+    @staticmethod
+    def forward(ctx, input, weight, bias, padding, pool, relu):
+        unbatched = input.ndim == 3
+        x = _contiguous(input[None] if unbatched else input)
+        weight = _contiguous(weight)
+        bias = None if bias is None else _contiguous(bias)
+        out_h = (x.shape[2] + 2 * padding[0] - weight.shape[2] + 1) // pool[0]
+        out_w = (x.shape[3] + 2 * padding[1] - weight.shape[3] + 1) // pool[1]
+        out = np.empty((x.shape[0], weight.shape[0], out_h, out_w), dtype=x.dtype)
+        argmax = None
+        if is_grad_enabled() and any(ctx.needs_input_grad):
+            argmax = np.empty(_fused.argmax_shape(out.shape, x.itemsize), dtype=np.int8)
+            ctx.save_for_backward(x, weight, argmax)
+            ctx.geometry = (*padding, *pool)
+            ctx.unbatched = unbatched
+        _fused.conv_relu_pool_forward(x, weight, bias, out, argmax, *padding, *pool, relu, get_num_threads())
+        return out[0] if unbatched else out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight, argmax = ctx.saved_tensors
+        grad_out = _contiguous(grad_out[None] if ctx.unbatched else grad_out).astype(x.dtype, copy=False)
+        wants_input, wants_weight, wants_bias = ctx.needs_input_grad[:3]
+        grad_x = np.empty_like(x) if wants_input else None
+        grad_weight = np.empty_like(weight) if wants_weight else None
+        grad_bias = np.empty(weight.shape[0], dtype=x.dtype) if wants_bias else None
+        _fused.conv_relu_pool_backward(x, weight, grad_out, argmax, grad_x, grad_weight, grad_bias,
+                                       *ctx.geometry, get_num_threads())
+        if grad_x is not None and ctx.unbatched:
+            grad_x = grad_x[0]
+        return grad_x, grad_weight, grad_bias, None, None, None
