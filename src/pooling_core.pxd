@@ -48,6 +48,12 @@ cdef inline void interior_columns(const PoolGeometry* g, Py_ssize_t* lo, Py_ssiz
     hi[0] = max(hi[0], lo[0])
 
 
+cdef enum:
+    # Shorter runs of interior outputs go one window at a time: a vectorised sweep
+    # has a set-up cost per tap that only pays off over a full vector of outputs.
+    SWEEP_MIN = 8
+
+
 cdef inline void max_sweep(const floating* x, floating* out_row, int64_t* argmax_row,
                            Py_ssize_t row_start, Py_ssize_t row_first, Py_ssize_t row_last,
                            Py_ssize_t col_lo, Py_ssize_t col_hi, const PoolGeometry* g) noexcept nogil:
@@ -125,7 +131,12 @@ cdef inline void max_pool2d_plane(const floating* x, floating* out, int64_t* arg
         for ow in range(col_lo):
             max_window(x, out_row + ow, argmax_row + ow, row_start, row_first, row_last,
                        ow * g.stride_w - g.pad_w, g)
-        max_sweep(x, out_row, argmax_row, row_start, row_first, row_last, col_lo, col_hi, g)
+        if col_hi - col_lo >= SWEEP_MIN:
+            max_sweep(x, out_row, argmax_row, row_start, row_first, row_last, col_lo, col_hi, g)
+        else:
+            for ow in range(col_lo, col_hi):
+                max_window(x, out_row + ow, argmax_row + ow, row_start, row_first, row_last,
+                           ow * g.stride_w - g.pad_w, g)
         for ow in range(col_hi, g.out_width):
             max_window(x, out_row + ow, argmax_row + ow, row_start, row_first, row_last,
                        ow * g.stride_w - g.pad_w, g)

@@ -77,7 +77,8 @@ class AvgPool2dFunction(Function):
 # ----------------------------------------------------------------- argument checks
 
 def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    # `type is int` first: the ABC check is slow and this runs on every call.
+    return type(value) is int or (isinstance(value, numbers.Integral) and not isinstance(value, bool))
 
 
 def _pair(op, name, value, position, default=None):
