@@ -1,0 +1,224 @@
+"""Fused conv2d -> relu -> max_pool2d (cnncy.nn.functional.fusion, cnncy._fused) against torch's unfused ops."""
+import numpy as np
+import pytest
+import torch
+
+import cnncy
+import cnncy.nn as nn
+import cnncy.nn.functional as F
+from cnncy.nn.functional.fusion import MAX_FUSED_TAPS
+from torch_compare import assert_close, to_torch
+
+FUSED_NODE = "ConvReluPool2dFunctionBackward"
+
+# (N, C_in, H, W, C_out, kernel, padding, pool): batch 0/1/7/64, C_in 1/3, C_out 1/8/32 and odd ones,
+# odd and non-square sizes, padding 0-2, pools 2, 3 and non-square, rows longer than one vector block.
+CASES = [
+    (1, 1, 28, 28, 32, 3, 1, 2),
+    (64, 1, 28, 28, 32, 3, 1, 2),
+    (7, 3, 13, 11, 8, 3, 0, 2),
+    (7, 1, 17, 9, 1, 3, 2, 3),
+    (1, 2, 10, 41, 5, 5, 2, 2),
+    (2, 3, 12, 12, 6, (3, 2), (1, 0), (2, 3)),
+    (3, 2, 9, 9, 11, 1, 0, 2),
+    (0, 1, 8, 8, 8, 3, 1, 2),
+    (2, 1, 7, 7, 3, 2, 1, 3),
+]
+
+
+def run_chain(lib, x, weight, bias, padding, pool, grad_seed=0, relu=True):
+    """(pooled output, grad input, grad weight, grad bias) of max_pool2d(relu(conv2d(...))) and its backward."""
+    if lib is cnncy:
+        tensors = [cnncy.tensor(a, requires_grad=True) if a is not None else None for a in (x, weight, bias)]
+    else:
+        tensors = [to_torch(a, requires_grad=True) if a is not None else None for a in (x, weight, bias)]
+    functional = F if lib is cnncy else torch.nn.functional
+    out = functional.conv2d(*tensors, padding=padding)
+    if relu:
+        out = functional.relu(out)
+    out = functional.max_pool2d(out, pool)
+    if lib is cnncy and x.shape[-3] * np.prod(weight.shape[2:]) <= MAX_FUSED_TAPS:
+        assert out.grad_fn.name() == FUSED_NODE
+    grad = np.random.default_rng(grad_seed).standard_normal(tuple(out.shape)).astype(x.dtype)
+    out.backward(cnncy.tensor(grad) if lib is cnncy else torch.from_numpy(grad))
+    return [out] + [t.grad if t is not None else None for t in tensors]
+
+
+def assert_chain_matches_torch(x, weight, bias, padding, pool, relu=True):
+    ours = run_chain(cnncy, x, weight, bias, padding, pool, relu=relu)
+    theirs = run_chain(torch, x, weight, bias, padding, pool, relu=relu)
+    for what, a, b in zip(("output", "grad input", "grad weight", "grad bias"), ours, theirs):
+        if b is not None:
+            assert_close(a, b, what=what)
+
+
+def conv_parameters(rng, dtype, c_in, c_out, kernel):
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    weight = rng.standard_normal((c_out, c_in, kh, kw)).astype(dtype)
+    return weight, rng.standard_normal(c_out).astype(dtype)
+
+
+@pytest.mark.parametrize("n, c_in, h, w, c_out, kernel, padding, pool", CASES)
+def test_fused_chain_matches_torch(rng, dtype, n, c_in, h, w, c_out, kernel, padding, pool):
+    x = rng.standard_normal((n, c_in, h, w)).astype(dtype)
+    assert_chain_matches_torch(x, *conv_parameters(rng, dtype, c_in, c_out, kernel), padding, pool)
+
+
+def test_conv_then_pool_without_relu_and_without_bias(rng, dtype):
+    x = rng.standard_normal((3, 2, 11, 12)).astype(dtype)
+    weight, _ = conv_parameters(rng, dtype, 2, 9, 3)
+    assert_chain_matches_torch(x, weight, None, 1, 2, relu=False)
+
+
+def test_ties_go_to_the_first_maximum_like_torch(rng, dtype):
+    # Small integers make many exactly equal conv outputs, and many windows that relu clamps to 0.
+    x = rng.integers(-1, 2, (4, 1, 10, 10)).astype(dtype)
+    weight = rng.integers(-1, 2, (8, 1, 3, 3)).astype(dtype)
+    bias = rng.integers(-1, 2, 8).astype(dtype)
+    assert_chain_matches_torch(x, weight, bias, 1, 2)
+
+
+def test_nan_and_infinity_propagate_like_torch(rng, dtype):
+    x = rng.standard_normal((2, 1, 12, 12)).astype(dtype)
+    x[0, 0, 3, 4] = np.nan
+    x[1, 0, 7, 7] = np.inf
+    x[1, 0, 2, 9] = -np.inf
+    assert_chain_matches_torch(x, *conv_parameters(rng, dtype, 1, 8, 3), 1, 2)
+
+
+def test_unbatched_input(rng, dtype):
+    x = rng.standard_normal((3, 9, 10)).astype(dtype)
+    assert_chain_matches_torch(x, *conv_parameters(rng, dtype, 3, 4, 3), 1, 2)
+
+
+def test_wide_kernels_are_not_deferred(rng):
+    x = cnncy.tensor(rng.standard_normal((1, 16, 8, 8)).astype(np.float32))
+    weight = cnncy.tensor(rng.standard_normal((4, 16, 3, 3)).astype(np.float32))
+    assert 16 * 3 * 3 > MAX_FUSED_TAPS
+    assert type(F.conv2d(x, weight)) is cnncy.Tensor
+
+
+# ----------------------------------------------------------------- deferred intermediates
+
+def seed_layers(lib, dtype, inplace=False):
+    torch.manual_seed(0)
+    layers = [torch.nn.Conv2d(2, 8, 3, padding=1), torch.nn.ReLU(inplace=inplace), torch.nn.MaxPool2d(2)]
+    for layer in layers:
+        layer.to(torch.float64 if dtype == np.float64 else torch.float32)
+    if lib is torch:
+        return layers
+    conv = nn.Conv2d(2, 8, 3, padding=1).to(dtype)
+    conv.load_state_dict({k: v.detach().numpy() for k, v in layers[0].state_dict().items()})
+    return [conv, nn.ReLU(inplace=inplace), nn.MaxPool2d(2)]
+
+
+def both(fn, dtype, x, **kwargs):
+    """fn(lib, layers, x_tensor) for cnncy and torch; then each one's input and parameter gradients."""
+    results = []
+    for lib in (cnncy, torch):
+        layers = seed_layers(lib, dtype, **kwargs)
+        tx = cnncy.tensor(x, requires_grad=True) if lib is cnncy else to_torch(x, requires_grad=True)
+        values = fn(lib, layers, tx)
+        grads = [tx.grad, layers[0].weight.grad, layers[0].bias.grad]
+        results.append((values, grads))
+    (ours, our_grads), (theirs, their_grads) = results
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        assert_close(a, b, what=f"value {i}")
+    for what, a, b in zip(("grad input", "grad weight", "grad bias"), our_grads, their_grads):
+        assert_close(a, b, what=what)
+
+
+def test_conv_output_also_used_elsewhere(rng, dtype):
+    def fn(lib, layers, x):
+        conv, relu, pool = layers
+        h = conv(x)
+        y = pool(relu(h))
+        (y.sum() + (h * h).sum()).backward()
+        return [y, h]
+    both(fn, dtype, rng.standard_normal((3, 2, 9, 8)).astype(dtype))
+
+
+def test_relu_output_also_used_elsewhere(rng, dtype):
+    def fn(lib, layers, x):
+        conv, relu, pool = layers
+        r = relu(conv(x))
+        y = pool(r)
+        (y.sum() * 2 + r.mean()).backward()
+        return [r, y]
+    both(fn, dtype, rng.standard_normal((3, 2, 9, 8)).astype(dtype))
+
+
+def test_inplace_relu_fuses_and_matches(rng, dtype):
+    def fn(lib, layers, x):
+        conv, relu, pool = layers
+        y = pool(relu(conv(x)))
+        if lib is cnncy:
+            assert y.grad_fn.name() == FUSED_NODE
+        y.sum().backward()
+        return [y]
+    both(fn, dtype, rng.standard_normal((2, 2, 8, 8)).astype(dtype), inplace=True)
+
+
+def test_retained_intermediate_gets_its_gradient(rng, dtype):
+    def fn(lib, layers, x):
+        conv, relu, pool = layers
+        h = conv(x)
+        h.retain_grad()
+        y = pool(relu(h))
+        y.sum().backward()
+        return [y, h.grad]
+    both(fn, dtype, rng.standard_normal((2, 2, 8, 8)).astype(dtype))
+
+
+def test_conv_output_read_after_its_inputs_change(rng):
+    x = rng.standard_normal((2, 1, 6, 6)).astype(np.float32)
+    weight, bias = conv_parameters(rng, np.float32, 1, 4, 3)
+    expected = torch.nn.functional.conv2d(to_torch(x), to_torch(weight), to_torch(bias))
+    tx, tw = cnncy.tensor(x), cnncy.tensor(weight, requires_grad=True)
+    h = F.conv2d(tx, tw, cnncy.tensor(bias))
+    tx.add_(1.0)  # an in-place write computes pending deferred values first
+    (tw * 2).sum().backward()  # and so does backward, before an optimizer changes the parameters
+    cnncy.optim.SGD([tw], lr=0.5).step()
+    assert_close(h, expected)
+
+
+def test_grad_mode_of_the_conv_call_wins(rng):
+    x = cnncy.tensor(rng.standard_normal((1, 1, 8, 8)).astype(np.float32))
+    conv = nn.Conv2d(1, 4, 3)
+    with cnncy.no_grad():
+        h = conv(x)
+    y = F.max_pool2d(F.relu(h), 2)
+    assert not y.requires_grad and y.grad_fn is None
+    with cnncy.no_grad():
+        y = F.max_pool2d(F.relu(conv(x)), 2)
+    assert not y.requires_grad
+
+
+# ----------------------------------------------------------------- threads and inference
+
+def fused_run(x, weight, bias, threads_fixture, n_threads):
+    threads_fixture(n_threads)
+    tensors = [cnncy.tensor(a, requires_grad=True) for a in (x, weight, bias)]
+    out = F.max_pool2d(F.relu(F.conv2d(*tensors, padding=1)), 2)
+    out.backward(cnncy.tensor(np.linspace(-1, 1, out.numel(), dtype=x.dtype).reshape(out.shape)))
+    return [out.detach().numpy()] + [t.grad.numpy() for t in tensors]
+
+
+@pytest.mark.parametrize("n", [37, 64])
+def test_one_and_two_threads_are_bitwise_identical(rng, dtype, threads, n):
+    x = rng.standard_normal((n, 3, 20, 20)).astype(dtype)
+    weight, bias = conv_parameters(rng, dtype, 3, 16, 3)
+    one = fused_run(x, weight, bias, threads, 1)
+    two = fused_run(x, weight, bias, threads, 2)
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_no_grad_inference_equals_the_training_forward(rng, dtype):
+    model = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)).to(dtype)
+    x = cnncy.tensor(rng.standard_normal((9, 1, 28, 28)).astype(dtype))
+    training = model(x)
+    assert training.grad_fn.name() == FUSED_NODE
+    with cnncy.no_grad():
+        inference = model(x)
+    np.testing.assert_array_equal(inference.numpy(), training.detach().numpy())
