@@ -7,7 +7,6 @@ targets are composed from log_softmax and tensor ops, with torch's formulas.
 The class axis is 1 (0 for an unbatched 1-D input); extra axes (N, C, d1, ...)
 are handled by moving the class axis last and flattening.
 """
-import math
 import warnings
 
 import numpy as np
