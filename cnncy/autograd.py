@@ -16,8 +16,8 @@ An op is a subclass of Function with two static methods side by side:
 
 `Exp.apply(tensor)` unwraps Tensors to ndarrays, runs forward and, when a
 gradient is wanted, records the call's context as the output's `grad_fn`.
-The context *is* the graph node: it keeps the input Tensors (the edges), the
-saved arrays and whatever attributes forward set on it.
+The context *is* the graph node: it keeps the input Tensors that need a gradient
+(the edges), the saved arrays and whatever attributes forward set on it.
 """
 import contextlib
 
@@ -63,11 +63,11 @@ class enable_grad(set_grad_enabled):
 class Context:
     """One node of the graph: what forward saved, and the edges to its inputs."""
 
-    __slots__ = ("function", "inputs", "needs_input_grad", "_saved", "_freed", "__dict__")
+    __slots__ = ("function", "edges", "needs_input_grad", "_saved", "_freed", "__dict__")
 
-    def __init__(self, function, inputs, needs_input_grad):
+    def __init__(self, function, edges, needs_input_grad):
         self.function = function
-        self.inputs = inputs  # the forward arguments; Tensors are the graph's edges
+        self.edges = edges  # (argument position, Tensor) of each input that needs a gradient
         self.needs_input_grad = needs_input_grad
         self._saved = ()
         self._freed = False
@@ -111,14 +111,20 @@ class Function:
 
     @classmethod
     def apply(cls, *args):
-        from .tensor import Tensor
-
-        needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
-        record = _grad_enabled and any(needs_input_grad)
-        ctx = Context(cls, args if record else (), needs_input_grad)
-        raw = [a._array if isinstance(a, Tensor) else a for a in args]
-        out = cls.forward(ctx, *raw)
-        result = Tensor._wrap(out, requires_grad=record)
+        # One pass over the arguments: this runs for every op, so it is kept lean.
+        raw, needs_input_grad, edges = [], [], []
+        for a in args:
+            if isinstance(a, _tensor.Tensor):
+                raw.append(a._array)
+                needs_input_grad.append(a._requires_grad)
+                if a._requires_grad:
+                    edges.append((len(raw) - 1, a))
+            else:
+                raw.append(a)
+                needs_input_grad.append(False)
+        record = _grad_enabled and bool(edges)
+        ctx = Context(cls, edges if record else (), tuple(needs_input_grad))
+        result = _tensor.Tensor._wrap(cls.forward(ctx, *raw), record)
         if record:
             result.grad_fn = ctx
         return result
@@ -137,8 +143,8 @@ def _topological_order(root_node):
             continue
         visited.add(id(node))
         stack.append((node, True))
-        for inp in node.inputs:
-            parent = getattr(inp, "grad_fn", None)
+        for _, inp in node.edges:
+            parent = inp.grad_fn
             if parent is not None and id(parent) not in visited:
                 stack.append((parent, False))
     order.reverse()
@@ -146,22 +152,18 @@ def _topological_order(root_node):
 
 
 def _accumulate_leaf(tensor, grad):
-    from .tensor import Tensor
-
     if grad.shape != tensor.shape:
         raise RuntimeError(f"autograd: gradient of shape {grad.shape} for a tensor of shape {tensor.shape}")
     if tensor.grad is None:
         # Copy: a backward may hand the same array to several inputs.
-        tensor.grad = Tensor._wrap(np.array(grad, dtype=tensor.dtype, copy=True))
+        tensor.grad = _tensor.Tensor._wrap(np.array(grad, dtype=tensor.dtype, copy=True))
     else:
         tensor.grad._array += grad
 
 
 def run_backward(root, grad, retain_graph=False):
     """Backpropagate `grad` (an ndarray shaped like root) through root's graph."""
-    from .tensor import materialise_deferred
-
-    materialise_deferred()  # before the optimizer step that usually follows changes the parameters
+    _tensor.materialise_deferred()  # before the optimizer step that usually follows changes the parameters
     node = root.grad_fn
     if node is None:
         _accumulate_leaf(root, grad)
@@ -174,15 +176,21 @@ def run_backward(root, grad, retain_graph=False):
         input_grads = node.function.backward(node, grad_out)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
-        for inp, needs, g in zip(node.inputs, node.needs_input_grad, input_grads):
-            if not needs or g is None:
+        for index, inp in node.edges:
+            g = input_grads[index]
+            if g is None:
                 continue
-            if inp.grad_fn is None:
+            parent = inp.grad_fn
+            if parent is None:
                 _accumulate_leaf(inp, g)
                 continue
             if inp._retains_grad:
                 _accumulate_leaf(inp, g)
-            key = id(inp.grad_fn)
+            key = id(parent)
             pending[key] = g if key not in pending else pending[key] + g
         if not retain_graph:
             node.release()
+
+
+# tensor.py imports this module: its names are looked up at call time, whichever module loads first.
+from . import tensor as _tensor  # noqa: E402

@@ -758,9 +758,9 @@ class Size(tuple):
         return f"cnncy.Size({list(self)})"
 
 
-# Live DeferredTensors whose value has not been computed yet, by id (a WeakSet would compare
-# tensors with ==, which is elementwise).
-_deferred = weakref.WeakValueDictionary()
+# Weak references to the DeferredTensors created since the last materialise_deferred(); dead ones
+# and ones computed since are skipped.
+_deferred = []
 
 
 def materialise_deferred():
@@ -769,7 +769,9 @@ def materialise_deferred():
     Called before arrays are written in place (in-place ops, and backward, which precedes optimizer
     steps), so that a deferred result gets the values its inputs had when it was created."""
     while _deferred:
-        _deferred.popitem()[1]._materialise()
+        tensor = _deferred.pop()()
+        if isinstance(tensor, DeferredTensor):
+            tensor._materialise()
 
 
 class DeferredTensor(Tensor):
@@ -789,10 +791,11 @@ class DeferredTensor(Tensor):
         self.grad = None
         self._retains_grad = False
         self._requires_grad = requires_grad
-        _deferred[id(self)] = self
+        if len(_deferred) >= 64:  # long runs without backward (inference): drop the dead
+            _deferred[:] = [ref for ref in _deferred if isinstance(ref(), DeferredTensor)]
+        _deferred.append(weakref.ref(self))
 
     def _materialise(self):
-        _deferred.pop(id(self), None)
         with set_grad_enabled(self._grad_mode):
             result = self._compute()
         for name in ("_compute", "_grad_mode", "_deferred_shape", "_deferred_dtype"):
