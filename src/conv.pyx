@@ -16,7 +16,7 @@ count.  The Python layer validates shapes and hands in C-contiguous arrays.
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.stdlib cimport free, malloc
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from gemm cimport gemm_nn, gemm_nt, gemm_tn, gemm_tile_use
 
@@ -75,32 +75,49 @@ cdef inline void add_strided(floating* dst, Py_ssize_t dst_stride, const floatin
             dst[i * dst_stride] += src[i]
 
 
+cdef inline void zero(floating* x, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        x[i] = 0
+
+
 cdef inline void im2col_transfer(floating* image, floating* col, const Geometry* g,
                                  bint to_col) noexcept nogil:
-    """to_col: col = im2col(image).  Otherwise image = col2im(col), adding overlapping taps
-    in a fixed order."""
+    """to_col: col = im2col(image), zeros where a tap reads padding.  Otherwise
+    image = col2im(col), adding overlapping taps in a fixed order."""
     cdef Py_ssize_t P = g.OH * g.OW
     cdef Py_ssize_t c, kh, kw, oy, oy_lo, oy_hi, ox_lo, ox_hi
     cdef floating* image_row
     cdef floating* col_row
-    if to_col:
-        memset(col, 0, g.C * g.KH * g.KW * P * sizeof(floating))
-    else:
+    cdef floating* tap
+    if not to_col:
         memset(image, 0, g.C * g.H * g.W * sizeof(floating))
     for c in range(g.C):
         for kh in range(g.KH):
             valid_outputs(kh, g.pad_h, g.stride_h, g.H, g.OH, &oy_lo, &oy_hi)
             for kw in range(g.KW):
                 valid_outputs(kw, g.pad_w, g.stride_w, g.W, g.OW, &ox_lo, &ox_hi)
+                tap = col + ((c * g.KH + kh) * g.KW + kw) * P
+                if to_col:
+                    zero(tap, oy_lo * g.OW)
+                    zero(tap + oy_hi * g.OW, (g.OH - oy_hi) * g.OW)
                 for oy in range(oy_lo, oy_hi):
                     # The input under output (oy, ox_lo) for this tap, and the col entry for it.
                     image_row = image + ((c * g.H + oy * g.stride_h + kh - g.pad_h) * g.W
                                          + ox_lo * g.stride_w + kw - g.pad_w)
-                    col_row = col + ((c * g.KH + kh) * g.KW + kw) * P + oy * g.OW + ox_lo
+                    col_row = tap + oy * g.OW
                     if to_col:
-                        copy_strided(col_row, image_row, ox_hi - ox_lo, g.stride_w)
+                        zero(col_row, ox_lo)
+                        copy_strided(col_row + ox_lo, image_row, ox_hi - ox_lo, g.stride_w)
+                        zero(col_row + ox_hi, g.OW - ox_hi)
                     else:
-                        add_strided(image_row, g.stride_w, col_row, ox_hi - ox_lo)
+                        add_strided(image_row, g.stride_w, col_row + ox_lo, ox_hi - ox_lo)
+
+
+cdef inline void fill_ones(floating* x, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        x[i] = 1
 
 
 cdef int choose_threads(Py_ssize_t work, int num_threads) noexcept nogil:
@@ -110,37 +127,45 @@ cdef int choose_threads(Py_ssize_t work, int num_threads) noexcept nogil:
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
                    const floating[::1] bias, floating[:, :, :, ::1] out,
                    int stride_h, int stride_w, int pad_h, int pad_w, int num_threads):
-    """out = conv2d(x, weight, bias); bias may be None."""
+    """out = conv2d(x, weight, bias); bias may be None.
+
+    The bias rides in the gemm: it is an extra column of the weights, against a row of
+    ones in col, so the output is written once.
+    """
     cdef Geometry g = make_geometry(x.shape[1], x.shape[2], x.shape[3], weight.shape[2], weight.shape[3],
                                     out.shape[2], out.shape[3], stride_h, stride_w, pad_h, pad_w)
     cdef Py_ssize_t N = x.shape[0], O = weight.shape[0]
     cdef Py_ssize_t K = g.C * g.KH * g.KW, P = g.OH * g.OW
-    cdef Py_ssize_t n, o, j
+    cdef bint has_bias = bias is not None
+    cdef Py_ssize_t rows = K + has_bias  # rows of col, with the row of ones
+    cdef Py_ssize_t n, o
     cdef int threads = choose_threads(N * O * K * P, num_threads)
     cdef int failed = 0
     cdef int* failed_flag = &failed
     cdef floating* col = NULL
-    cdef floating* out_n
-    cdef const floating* bias_data = NULL
+    cdef floating* weight_bias
     if N == 0 or O == 0 or P == 0:
         return
-    if bias is not None:
-        bias_data = &bias[0]
+    weight_bias = <floating*> malloc(O * rows * sizeof(floating))
+    if weight_bias == NULL:
+        raise MemoryError("conv2d_forward: could not allocate the weight buffer")
+    for o in range(O):
+        memcpy(weight_bias + o * rows, &weight[o, 0, 0, 0], K * sizeof(floating))
+        if has_bias:
+            weight_bias[o * rows + K] = bias[o]
     with nogil, parallel(num_threads=threads):
-        col = <floating*> malloc(max(K * P, 1) * sizeof(floating))
+        col = <floating*> malloc(max(rows * P, 1) * sizeof(floating))
         if col == NULL:
             failed_flag[0] = 1
+        else:
+            fill_ones(col + K * P, (rows - K) * P)  # im2col writes only the first K rows
         for n in prange(N, schedule="static"):
             if col == NULL:
                 continue
-            out_n = &out[n, 0, 0, 0]
             im2col_transfer(<floating*> &x[n, 0, 0, 0], col, &g, True)  # to_col only reads x
-            if bias_data != NULL:
-                for o in range(O):
-                    for j in range(P):
-                        out_n[o * P + j] = bias_data[o]
-            gemm_nn(O, P, K, &weight[0, 0, 0, 0], K, col, P, out_n, P, bias_data != NULL)
+            gemm_nn(O, P, rows, weight_bias, rows, col, P, &out[n, 0, 0, 0], P, False)
         free(col)
+    free(weight_bias)
     if failed:
         raise MemoryError("conv2d_forward: could not allocate the im2col buffer")
 
@@ -166,8 +191,7 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
     cdef bint transposed = gemm_tile_use(rows, O) > gemm_tile_use(O, rows)
     cdef Py_ssize_t chunk_count = min(N, MAX_BATCH_CHUNKS)
     cdef Py_ssize_t chunk_size = (N + chunk_count - 1) // chunk_count if chunk_count else 0
-    cdef Py_ssize_t chunk, n, o, k
-    cdef Py_ssize_t i = 0
+    cdef Py_ssize_t chunk, n, o, k, i
     cdef int threads = choose_threads(N * O * K * P * (2 if want_grad_x else 1), num_threads)
     cdef int failed = 0
     cdef int* failed_flag = &failed
@@ -195,8 +219,7 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
         if col == NULL or (want_grad_x and grad_col == NULL):
             failed_flag[0] = 1
         else:
-            for i in range(K * P, rows * P):  # the row of ones (im2col writes only the first K rows)
-                col[i] = 1
+            fill_ones(col + K * P, (rows - K) * P)  # im2col writes only the first K rows
         for chunk in prange(chunk_count, schedule="static"):
             if col == NULL or (want_grad_x and grad_col == NULL):
                 continue
