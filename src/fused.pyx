@@ -55,6 +55,12 @@ cdef extern from "fused_blocks.h":
                         Py_ssize_t taps_stride, Py_ssize_t window, const float* spread, float* acc) noexcept nogil
     void spread_dot_f64(const double* const* inputs, Py_ssize_t blocks, const Py_ssize_t* taps,
                         Py_ssize_t taps_stride, Py_ssize_t window, const double* spread, double* acc) noexcept nogil
+    void input_grad_block_f32(float* grad_inputs, const Py_ssize_t* taps, Py_ssize_t taps_stride, Py_ssize_t window,
+                              const float* weight_t, Py_ssize_t channels, const float* spread,
+                              Py_ssize_t channel_stride) noexcept nogil
+    void input_grad_block_f64(double* grad_inputs, const Py_ssize_t* taps, Py_ssize_t taps_stride, Py_ssize_t window,
+                              const double* weight_t, Py_ssize_t channels, const double* spread,
+                              Py_ssize_t channel_stride) noexcept nogil
 
 cdef enum:
     MAX_LANES = 16       # BLOCK_BYTES // sizeof(float32): the most pooled columns in one block
@@ -151,13 +157,19 @@ cdef void fill_taps(const Plan* p, Py_ssize_t* taps) noexcept nogil:
             taps[pos * p.K_padded + k] = 0
 
 
-cdef void fill_planes(const floating* image, floating* planes, const Plan* p) noexcept nogil:
-    """planes[c][r][q][j] = zero-padded image[c][r][pool_w * j + q], for the rows and columns the pooling reads."""
+cdef void copy_planes(floating* image, floating* planes, const Plan* p, bint into_planes) noexcept nogil:
+    """Between an image and its phase planes, planes[c][r][q][j] = zero-padded image[c][r][pool_w * j + q].
+
+    into_planes: fill the planes from the image.  Otherwise write the image from the planes (an input
+    gradient); the rows and columns that no pooled output reads get 0."""
     cdef Py_ssize_t c, r, q, j, j_first, j_end, iy
     cdef Py_ssize_t columns = min(p.W + p.pad_w, p.pool_w * p.PW + p.KW - 1)  # padded columns read, past the left pad
     cdef floating* plane
-    cdef const floating* image_row
-    memset(planes, 0, p.plane_size * sizeof(floating))
+    cdef floating* image_row
+    if into_planes:
+        memset(planes, 0, p.plane_size * sizeof(floating))
+    else:
+        memset(image, 0, p.C * p.H * p.W * sizeof(floating))
     for c in range(p.C):
         for r in range(p.rows):
             iy = r - p.pad_h
@@ -169,8 +181,12 @@ cdef void fill_planes(const floating* image, floating* planes, const Plan* p) no
                 # Padded column pool_w * j + q lies inside the image for j_first <= j < j_end.
                 j_first = (p.pad_w - q + p.pool_w - 1) // p.pool_w if p.pad_w > q else 0
                 j_end = (columns - q + p.pool_w - 1) // p.pool_w if columns > q else 0
-                for j in range(j_first, j_end):
-                    plane[j] = image_row[p.pool_w * j + q]
+                if into_planes:
+                    for j in range(j_first, j_end):
+                        plane[j] = image_row[p.pool_w * j + q]
+                else:
+                    for j in range(j_first, j_end):
+                        image_row[p.pool_w * j + q] = plane[j]
 
 
 cdef inline floating* block_start(floating* planes, const Plan* p, Py_ssize_t py, Py_ssize_t b) noexcept nogil:
@@ -282,7 +298,7 @@ def conv_relu_pool_forward(floating[:, :, :, ::1] x, floating[:, :, :, ::1] weig
             for n in prange(N, schedule="static"):
                 if planes_memory == NULL:
                     continue
-                fill_planes(&x[n, 0, 0, 0], planes, &p)
+                copy_planes(&x[n, 0, 0, 0], planes, &p, True)
                 forward_image(planes, taps, packed_weight, packed_bias, &p, &out[n, 0, 0, 0],
                               argmax_data + n * p.O * p.PH * p.argmax_width if argmax_data != NULL else NULL,
                               relu)
@@ -320,43 +336,33 @@ cdef void weight_grad_channel(const floating* const* block_inputs, Py_ssize_t bl
             grad_weight[k0 + t] = lane_total(acc + t * p.lanes, p.lanes)
 
 
-cdef void input_grad_image(const floating* grad_out, const signed char* argmax, const floating* weight,
-                           const Plan* p, floating* grad_conv, floating* row, floating* grad_x) noexcept nogil:
-    """grad_x of one image: the transposed convolution of the conv-output gradient.
+cdef void input_grad_image(const floating* spread, Py_ssize_t channel_stride, const Py_ssize_t* taps,
+                           const floating* weight_t, const Plan* p, floating* grad_planes,
+                           floating* grad_x) noexcept nogil:
+    """grad_x of one image from its spread gradient (channel o's at spread + o * channel_stride).
 
-    grad_conv[o][y][KW - 1 + x] holds the gradient of conv output (y, x), zero-framed by KW - 1
-    columns on each side so that every kernel tap reads inside it; row is a padded input row."""
-    cdef Py_ssize_t conv_rows = p.pool_h * p.PH
-    cdef Py_ssize_t cols = p.pool_w * p.PW + p.KW - 1      # padded input columns that get a gradient
-    cdef Py_ssize_t conv_width = p.pool_w * p.PW + 2 * (p.KW - 1)
-    cdef Py_ssize_t o, c, py, px, pos, iy, ix, r, y, kh, kw, col
-    cdef floating w
-    cdef const floating* src
-    memset(grad_conv, 0, p.O * conv_rows * conv_width * sizeof(floating))
+    The gradient collects in grad_planes, laid out like the image's phase planes."""
+    cdef Py_ssize_t py, b, at
+    memset(grad_planes, 0, p.plane_size * sizeof(floating))
+    for py in range(p.PH):
+        for b in range(p.blocks):
+            at = (py * p.blocks + b) * p.window * p.lanes
+            if floating is float:
+                input_grad_block_f32(block_start(grad_planes, p, py, b), taps, p.K_padded, p.window, weight_t,
+                                     p.O, spread + at, channel_stride)
+            else:
+                input_grad_block_f64(block_start(grad_planes, p, py, b), taps, p.K_padded, p.window, weight_t,
+                                     p.O, spread + at, channel_stride)
+    copy_planes(grad_x, grad_planes, p, False)
+
+
+cdef void transpose_weights(const floating* weight, const Plan* p, floating* weight_t) noexcept nogil:
+    """weight_t[k][o] = weight[o][k], with zero rows for the padding taps k >= K."""
+    cdef Py_ssize_t o, k
+    memset(weight_t, 0, p.K_padded * p.O * sizeof(floating))
     for o in range(p.O):
-        for py in range(p.PH):
-            for px in range(p.PW):
-                pos = argmax[(o * p.PH + py) * p.argmax_width + px]
-                if pos >= 0:
-                    grad_conv[(o * conv_rows + py * p.pool_h + pos // p.pool_w) * conv_width
-                              + p.KW - 1 + px * p.pool_w + pos % p.pool_w] = grad_out[(o * p.PH + py) * p.PW + px]
-    for c in range(p.C):
-        for iy in range(p.H):
-            r = iy + p.pad_h
-            memset(row, 0, cols * sizeof(floating))
-            for o in range(p.O):
-                for kh in range(p.KH):
-                    y = r - kh
-                    if y < 0 or y >= conv_rows:
-                        continue
-                    for kw in range(p.KW):
-                        w = weight[((o * p.C + c) * p.KH + kh) * p.KW + kw]
-                        src = grad_conv + (o * conv_rows + y) * conv_width + p.KW - 1 - kw
-                        for col in range(cols):
-                            row[col] += w * src[col]
-            for ix in range(p.W):
-                col = ix + p.pad_w
-                grad_x[(c * p.H + iy) * p.W + ix] = row[col] if col < cols else 0
+        for k in range(p.K):
+            weight_t[k * p.O + o] = weight[o * p.K + k]
 
 
 cdef void add_chunks(const floating* chunks, Py_ssize_t chunk_count, Py_ssize_t size,
@@ -382,29 +388,31 @@ def conv_relu_pool_backward(floating[:, :, :, ::1] x, floating[:, :, :, ::1] wei
     cdef Py_ssize_t N = x.shape[0]
     cdef Py_ssize_t chunk_count = min(N, MAX_BATCH_CHUNKS)
     cdef Py_ssize_t chunk_size = (N + chunk_count - 1) // chunk_count if chunk_count else 0
-    cdef Py_ssize_t out_image = p.O * p.PH * p.PW
     cdef Py_ssize_t spread_image = p.PH * p.blocks * p.window * p.lanes
-    cdef Py_ssize_t grad_conv_size = p.O * p.pool_h * p.PH * (p.pool_w * p.PW + 2 * (p.KW - 1))
     cdef bint want_x = grad_x is not None
     cdef bint want_weight = grad_weight is not None
     cdef bint want_bias = grad_bias is not None
+    # One thread's scratch, in elements: phase planes of a chunk's images, their spread gradients
+    # ([channel][image] blocks), per-channel bias lanes, and the planes of one input gradient.
+    cdef Py_ssize_t planes_size = chunk_size * p.plane_size
+    cdef Py_ssize_t spread_size = p.O * chunk_size * spread_image
+    cdef Py_ssize_t scratch_size = planes_size + spread_size + p.O * p.lanes + (p.plane_size if want_x else 0)
     cdef int threads
     cdef int failed = 0
     cdef int* failed_flag = &failed
-    cdef Py_ssize_t chunk, first, images, i, o, j
+    cdef Py_ssize_t chunk, first, images, i, o, py, b
     cdef Py_ssize_t* taps = NULL
+    cdef floating* weight_t = NULL
     cdef floating* weight_sums = NULL
     cdef floating* bias_sums = NULL
-    cdef void* planes_memory = NULL
+    cdef void* scratch_memory = NULL
     cdef floating* planes = NULL
     cdef floating* spread = NULL
-    cdef floating* grad_conv = NULL
-    cdef floating* row = NULL
     cdef floating* bias_lanes = NULL
+    cdef floating* grad_planes = NULL
     cdef const floating** block_inputs = NULL
-    cdef Py_ssize_t py, b
 
-    if chunk_count == 0 or out_image == 0 or not (want_x or want_weight or want_bias):
+    if chunk_count == 0 or p.O * p.PH * p.PW == 0 or not (want_x or want_weight or want_bias):
         if want_weight:
             grad_weight[...] = 0
         if want_bias:
@@ -415,52 +423,48 @@ def conv_relu_pool_backward(floating[:, :, :, ::1] x, floating[:, :, :, ::1] wei
     chunk_count = (N + chunk_size - 1) // chunk_size
     threads = choose_threads(N * p.O * p.K * p.PH * p.PW * p.window * (1 + want_x), chunk_count, num_threads)
     taps = <Py_ssize_t*> malloc(p.window * p.K_padded * sizeof(Py_ssize_t))
+    weight_t = <floating*> malloc(p.K_padded * p.O * sizeof(floating))
     weight_sums = <floating*> malloc(chunk_count * p.O * p.K * sizeof(floating))
     bias_sums = <floating*> malloc(chunk_count * p.O * sizeof(floating))
-    if taps == NULL or weight_sums == NULL or bias_sums == NULL:
+    if taps == NULL or weight_t == NULL or weight_sums == NULL or bias_sums == NULL:
         failed = 1
     else:
         fill_taps(&p, taps)
+        transpose_weights(&weight[0, 0, 0, 0], &p, weight_t)
         with nogil, parallel(num_threads=threads):
-            planes_memory = malloc(chunk_size * p.plane_size * sizeof(floating) + BLOCK_BYTES)
-            planes = <floating*> align_block(planes_memory)
-            spread = <floating*> malloc(chunk_size * spread_image * sizeof(floating))
-            grad_conv = <floating*> malloc(grad_conv_size * sizeof(floating)) if want_x else NULL
-            row = <floating*> malloc((p.pool_w * p.PW + p.KW) * sizeof(floating)) if want_x else NULL
-            bias_lanes = <floating*> malloc(MAX_LANES * sizeof(floating))
+            scratch_memory = malloc(scratch_size * sizeof(floating) + BLOCK_BYTES)
+            planes = <floating*> align_block(scratch_memory)
+            spread = planes + planes_size
+            bias_lanes = spread + spread_size
+            grad_planes = bias_lanes + p.O * p.lanes
             block_inputs = <const floating**> malloc(chunk_size * p.PH * p.blocks * sizeof(floating*))
-            if (planes_memory == NULL or spread == NULL or bias_lanes == NULL or block_inputs == NULL
-                    or (want_x and (grad_conv == NULL or row == NULL))):
+            if scratch_memory == NULL or block_inputs == NULL:
                 failed_flag[0] = 1
             for chunk in prange(chunk_count, schedule="static"):
                 if failed_flag[0]:
                     continue
                 first = chunk * chunk_size
                 images = min(chunk_size, N - first)
+                memset(bias_lanes, 0, p.O * p.lanes * sizeof(floating))
                 for i in range(images):
-                    fill_planes(&x[first + i, 0, 0, 0], planes + i * p.plane_size, &p)
+                    copy_planes(&x[first + i, 0, 0, 0], planes + i * p.plane_size, &p, True)
                     for py in range(p.PH):
                         for b in range(p.blocks):
                             block_inputs[(i * p.PH + py) * p.blocks + b] = block_start(
                                 planes + i * p.plane_size, &p, py, b)
-                for o in range(p.O):
-                    memset(bias_lanes, 0, MAX_LANES * sizeof(floating))
-                    for i in range(images):
+                    for o in range(p.O):
                         spread_channel(&grad_out[first + i, o, 0, 0], &argmax[first + i, o, 0, 0], &p,
-                                       spread + i * spread_image, bias_lanes)
-                    bias_sums[chunk * p.O + o] = lane_total(bias_lanes, p.lanes)
+                                       spread + (o * chunk_size + i) * spread_image, bias_lanes + o * p.lanes)
+                for o in range(p.O):
+                    bias_sums[chunk * p.O + o] = lane_total(bias_lanes + o * p.lanes, p.lanes)
                     if want_weight:
-                        weight_grad_channel(block_inputs, images * p.PH * p.blocks, spread, taps, &p,
-                                            weight_sums + (chunk * p.O + o) * p.K)
+                        weight_grad_channel(block_inputs, images * p.PH * p.blocks, spread + o * chunk_size * spread_image,
+                                            taps, &p, weight_sums + (chunk * p.O + o) * p.K)
                 if want_x:
                     for i in range(images):
-                        input_grad_image(&grad_out[first + i, 0, 0, 0], &argmax[first + i, 0, 0, 0],
-                                         &weight[0, 0, 0, 0], &p, grad_conv, row, &grad_x[first + i, 0, 0, 0])
-            free(planes_memory)
-            free(spread)
-            free(grad_conv)
-            free(row)
-            free(bias_lanes)
+                        input_grad_image(spread + i * spread_image, chunk_size * spread_image, taps, weight_t, &p,
+                                         grad_planes, &grad_x[first + i, 0, 0, 0])
+            free(scratch_memory)
             free(block_inputs)
         if not failed:
             if want_weight:
@@ -468,6 +472,7 @@ def conv_relu_pool_backward(floating[:, :, :, ::1] x, floating[:, :, :, ::1] wei
             if want_bias:
                 add_chunks(bias_sums, chunk_count, p.O, &grad_bias[0])
     free(taps)
+    free(weight_t)
     free(weight_sums)
     free(bias_sums)
     if failed:

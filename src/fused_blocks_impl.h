@@ -164,3 +164,30 @@ static inline void NAME(spread_dot)(const REAL* const* inputs, ptrdiff_t blocks,
     for (int t = 0; t < CNNCY_TAP_BLOCK; t++)
         NAME(store)(acc + t * lanes, sum[t]);
 }
+
+/* The input gradient of one block, by running the convolution backwards: for each window position
+ * pos and tap k, the vector at grad_inputs + taps[pos * taps_stride + k] gains the sum over output
+ * channels o of weight_t[k * channels + o] * spread[o * channel_stride + pos * lanes] (weight_t: the
+ * weight transposed to [taps_stride][channels], zero for padding taps). */
+static inline void NAME(input_grad_block)(REAL* grad_inputs, const ptrdiff_t* taps, ptrdiff_t taps_stride,
+                                          ptrdiff_t window, const REAL* weight_t, ptrdiff_t channels,
+                                          const REAL* spread, ptrdiff_t channel_stride)
+{
+    const ptrdiff_t lanes = CNNCY_BLOCK_BYTES / sizeof(REAL);
+    for (ptrdiff_t pos = 0; pos < window; pos++) {
+        for (ptrdiff_t k0 = 0; k0 < taps_stride; k0 += CNNCY_TAP_BLOCK) {
+            NAME(vec) sum[CNNCY_TAP_BLOCK];
+            for (int t = 0; t < CNNCY_TAP_BLOCK; t++)
+                sum[t] = NAME(splat)(0);
+            for (ptrdiff_t o = 0; o < channels; o++) {
+                NAME(vec) g = NAME(load)(spread + o * channel_stride + pos * lanes);
+                for (int t = 0; t < CNNCY_TAP_BLOCK; t++)
+                    sum[t] += weight_t[(k0 + t) * channels + o] * g;
+            }
+            for (int t = 0; t < CNNCY_TAP_BLOCK; t++) {
+                REAL* target = grad_inputs + taps[pos * taps_stride + k0 + t];
+                NAME(store)(target, NAME(load)(target) + sum[t]);
+            }
+        }
+    }
+}

@@ -91,11 +91,17 @@ def test_unbatched_input(rng, dtype):
     assert_chain_matches_torch(x, *conv_parameters(rng, dtype, 3, 4, 3), 1, 2)
 
 
-def test_wide_kernels_are_not_deferred(rng):
-    x = cnncy.tensor(rng.standard_normal((1, 16, 8, 8)).astype(np.float32))
-    weight = cnncy.tensor(rng.standard_normal((4, 16, 3, 3)).astype(np.float32))
+def test_wide_kernels_fuse_only_without_a_graph(rng, dtype):
+    x = rng.standard_normal((2, 16, 8, 8)).astype(dtype)
+    weight, bias = conv_parameters(rng, dtype, 16, 4, 3)
     assert 16 * 3 * 3 > MAX_FUSED_TAPS
-    assert type(F.conv2d(x, weight)) is cnncy.Tensor
+    tensors = [cnncy.tensor(a, requires_grad=True) for a in (x, weight, bias)]
+    assert type(F.conv2d(*tensors)) is cnncy.Tensor
+    with cnncy.no_grad():
+        pooled = F.max_pool2d(F.relu(F.conv2d(*tensors, padding=1)), 2)
+    expected = torch.nn.functional.max_pool2d(torch.relu(torch.nn.functional.conv2d(
+        to_torch(x), to_torch(weight), to_torch(bias), padding=1)), 2)
+    assert_close(pooled, expected)
 
 
 # ----------------------------------------------------------------- deferred intermediates
