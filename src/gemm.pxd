@@ -20,7 +20,8 @@ from cython cimport floating
 from libc.string cimport memset
 
 cdef enum:
-    GEMM_MR = 4      # rows of C per register tile
+    GEMM_MR = 6      # rows of C per register tile: its 12 (float) or 24 (double) vector
+                     # accumulators are enough independent FMAs to hide their latency
     GEMM_NR = 32     # columns of C per register tile
     GEMM_KC = 128    # k-block: keeps the B panel in cache across the rows of A
 
@@ -89,9 +90,10 @@ cdef inline void _gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                 b_panel = B + k0 * b_row + j0
                 b_ld = b_row
             else:
-                memset(b_pack, 0, sizeof(b_pack))
-                for j in range(nr):
-                    for k in range(kc):
+                if nr < GEMM_NR:  # zero the padding columns
+                    memset(b_pack, 0, kc * GEMM_NR * sizeof(floating))
+                for k in range(kc):
+                    for j in range(nr):
                         b_pack[k * GEMM_NR + j] = B[(k0 + k) * b_row + (j0 + j) * b_col]
                 b_panel = b_pack
                 b_ld = GEMM_NR
