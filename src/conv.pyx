@@ -7,6 +7,10 @@ and P = OH*OW, so that
     grad_weight:  gW[O, K]    += grad_out[O, P] @ col[K, P]^T
     grad_input:   gcol[K, P]   = weight[O, K]^T @ grad_out[O, P], scattered back by col2im.
 
+The bias takes part in the gemms through an extra row of ones in col: an extra
+weight column in the forward, an extra gradient column (the sum of grad_out
+over positions) in the backward.
+
 Forward and the input gradient run in parallel over images.  The weight and
 bias gradients are sums over the batch: the batch is cut into chunks whose size
 depends only on the batch size, each chunk sums into its own buffer, and the
