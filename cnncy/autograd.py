@@ -20,6 +20,7 @@ The context *is* the graph node: it keeps the input Tensors that need a gradient
 (the edges), the saved arrays and whatever attributes forward set on it.
 """
 import contextlib
+import sys
 
 import numpy as np
 
@@ -151,12 +152,14 @@ def _topological_order(root_node):
     return order
 
 
-def _accumulate_leaf(tensor, grad):
-    if grad.shape != tensor.shape:
+def _accumulate_leaf(tensor, grad, owned=False):
+    """Add grad into tensor.grad; `owned`: no one else holds grad, so it may become tensor.grad uncopied."""
+    if grad.shape != tensor._array.shape:
         raise RuntimeError(f"autograd: gradient of shape {grad.shape} for a tensor of shape {tensor.shape}")
     if tensor.grad is None:
-        # Copy: a backward may hand the same array to several inputs.
-        tensor.grad = _tensor.Tensor._wrap(np.array(grad, dtype=tensor.dtype, copy=True))
+        if not owned or grad.dtype != tensor.dtype:
+            grad = np.array(grad, dtype=tensor.dtype, copy=True)
+        tensor.grad = _tensor.Tensor._wrap(grad)
     else:
         tensor.grad._array += grad
 
@@ -182,7 +185,11 @@ def run_backward(root, grad, retain_graph=False):
                 continue
             parent = inp.grad_fn
             if parent is None:
-                _accumulate_leaf(inp, g)
+                # Referenced only by input_grads, g and getrefcount's argument (and its memory by
+                # nothing else): the backward made it for this input alone, so it can become .grad.
+                owned = (sys.getrefcount(g) == 3 and (g.base is None or sys.getrefcount(g.base) == 2)
+                         and g.flags.c_contiguous and g.flags.writeable)
+                _accumulate_leaf(inp, g, owned)
                 continue
             if inp._retains_grad:
                 _accumulate_leaf(inp, g)

@@ -111,3 +111,35 @@ def test_non_leaf_grad_is_not_retained_unless_asked():
     (b * c).sum().backward()
     assert b.grad is None
     assert_close(c.grad, np.full(3, 2.0, np.float32))
+
+
+class _TwoInputs(cnncy.autograd.Function):
+    """a + b whose backward hands out one array twice (shared) or an array it keeps (kept)."""
+
+    @staticmethod
+    def forward(ctx, a, b, mode):
+        ctx.mode = mode
+        return a + b
+
+    @staticmethod
+    def backward(ctx, grad):
+        fresh = np.array(grad) * 2
+        if ctx.mode == "shared":
+            return fresh, fresh, None
+        if ctx.mode == "kept":
+            ctx.kept = fresh
+        return fresh, (grad * 3).reshape(grad.shape), None
+
+
+@pytest.mark.parametrize("mode", ["shared", "kept", "fresh"])
+def test_leaf_gradients_never_alias_an_array_someone_else_holds(mode):
+    a = cnncy.ones(3, requires_grad=True)
+    b = cnncy.ones(3, requires_grad=True)
+    out = _TwoInputs.apply(a, b, mode)
+    node = out.grad_fn
+    out.backward(cnncy.ones(3))
+    assert not np.shares_memory(a.grad.numpy(), b.grad.numpy())
+    if mode == "kept":
+        assert not np.shares_memory(a.grad.numpy(), node.kept)
+    a.grad.add_(1.0)
+    assert_close(b.grad, np.full(3, 2.0 if mode == "shared" else 3.0, np.float32))
