@@ -1,64 +1,13 @@
-/* The register-resident inner blocks of cnncy._fused (see src/fused.pyx for the data layout).
- *
- * gcc's auto-vectoriser does not reliably keep a block of accumulators in registers across a
- * runtime-length loop of taps (it spills them, or vectorises the wrong loop), so these few
- * blocks are written with GCC/Clang vector extensions: one `vec` is 64 bytes of float32 or
- * float64, which the compiler maps to the target's registers (one AVX-512 register, two AVX2
- * registers, or four SSE2 registers in a portable build).  Everything else stays in Cython.
- *
- * Partial loads and stores (a block that runs past the end of a row) and the int8 conversions of
- * window positions are where gcc's code for plain loops is poor; with AVX-512 they use its masked
- * and widening/narrowing instructions, elsewhere plain loops.
- *
- * fused_blocks_impl.h is included once per element type to define the _f32 and _f64 versions.
- */
+/* The register-resident inner blocks of cnncy._fused (see src/fused.pyx for the data layout and
+ * src/simd.h for why they are written with vector types). */
 #ifndef CNNCY_FUSED_BLOCKS_H
 #define CNNCY_FUSED_BLOCKS_H
 
-#include <stddef.h>
-#include <stdint.h>
-#ifdef __AVX512F__
-#include <immintrin.h>
-#endif
-
-#define CNNCY_BLOCK_BYTES 64   /* one vector: a block of 16 float32 / 8 float64 pooled columns */
 #define CNNCY_CHANNEL_BLOCK 8  /* output channels per forward block: 8 independent FMA chains */
 #define CNNCY_TAP_BLOCK 9      /* kernel taps per weight-gradient block: 9 FMA chains, 3x3 kernels exact */
 
-#define REAL float
-#define MASK int32_t
-#define NAME(name) name##_f32
-#ifdef __AVX512F__
-#define STORE_FIRST(p, v, count) _mm512_mask_storeu_ps((p), (__mmask16) ((1u << (count)) - 1), (__m512) (v))
-#define LOAD_FIRST(p, count) (vec_f32) _mm512_maskz_loadu_ps((__mmask16) ((1u << (count)) - 1), (p))
-#define STORE_INT8(p, m) _mm_storeu_si128((__m128i*) (p), _mm512_cvtepi32_epi8((__m512i) (m)))
-#define LOAD_INT8(p) (mask_f32) _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*) (p)))
-#endif
-#include "fused_blocks_impl.h"
-#undef REAL
-#undef MASK
-#undef NAME
-#undef STORE_FIRST
-#undef LOAD_FIRST
-#undef STORE_INT8
-#undef LOAD_INT8
-
-#define REAL double
-#define MASK int64_t
-#define NAME(name) name##_f64
-#ifdef __AVX512F__
-#define STORE_FIRST(p, v, count) _mm512_mask_storeu_pd((p), (__mmask8) ((1u << (count)) - 1), (__m512d) (v))
-#define LOAD_FIRST(p, count) (vec_f64) _mm512_maskz_loadu_pd((__mmask8) ((1u << (count)) - 1), (p))
-#define STORE_INT8(p, m) _mm_storel_epi64((__m128i*) (p), _mm512_cvtepi64_epi8((__m512i) (m)))
-#define LOAD_INT8(p) (mask_f64) _mm512_cvtepi8_epi64(_mm_loadl_epi64((const __m128i*) (p)))
-#endif
-#include "fused_blocks_impl.h"
-#undef REAL
-#undef MASK
-#undef NAME
-#undef STORE_FIRST
-#undef LOAD_FIRST
-#undef STORE_INT8
-#undef LOAD_INT8
+#define SIMD_TEMPLATE "fused_blocks_impl.h"
+#include "simd.h"
+#undef SIMD_TEMPLATE
 
 #endif

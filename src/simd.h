@@ -1,0 +1,61 @@
+/* Register blocks written with GCC/Clang vector extensions, for the Cython kernels.
+ *
+ * gcc's auto-vectoriser does not reliably keep a block of accumulators in registers across a
+ * runtime-length loop (it spills them, or vectorises the wrong loop), so the innermost blocks of
+ * the hottest kernels are written with vector types: one `vec` is 64 bytes of float32 or float64,
+ * which the compiler maps to the target's registers (one AVX-512 register, two AVX2 registers, or
+ * four SSE2 registers in a portable build).  Everything around them stays in Cython.
+ *
+ * Partial loads and stores (a block that runs past the end of a row) and int8 conversions are
+ * where gcc's code for plain loops is poor; with AVX-512 they use its masked and widening/narrowing
+ * instructions, elsewhere plain loops.
+ *
+ * A kernel family's header defines SIMD_TEMPLATE (the file with its blocks, written once in terms
+ * of REAL, MASK and NAME()) and includes this file, which includes the template once per element
+ * type: NAME(x) becomes x_f32 and x_f64.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
+#define CNNCY_BLOCK_BYTES 64
+
+#define REAL float
+#define MASK int32_t
+#define NAME(name) name##_f32
+#ifdef __AVX512F__
+#define STORE_FIRST(p, v, count) _mm512_mask_storeu_ps((p), (__mmask16) ((1u << (count)) - 1), (__m512) (v))
+#define LOAD_FIRST(p, count) (vec_f32) _mm512_maskz_loadu_ps((__mmask16) ((1u << (count)) - 1), (p))
+#define STORE_INT8(p, m) _mm_storeu_si128((__m128i*) (p), _mm512_cvtepi32_epi8((__m512i) (m)))
+#define LOAD_INT8(p) (mask_f32) _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*) (p)))
+#endif
+#include "simd_vec.h"
+#include SIMD_TEMPLATE
+#undef REAL
+#undef MASK
+#undef NAME
+#undef STORE_FIRST
+#undef LOAD_FIRST
+#undef STORE_INT8
+#undef LOAD_INT8
+
+#define REAL double
+#define MASK int64_t
+#define NAME(name) name##_f64
+#ifdef __AVX512F__
+#define STORE_FIRST(p, v, count) _mm512_mask_storeu_pd((p), (__mmask8) ((1u << (count)) - 1), (__m512d) (v))
+#define LOAD_FIRST(p, count) (vec_f64) _mm512_maskz_loadu_pd((__mmask8) ((1u << (count)) - 1), (p))
+#define STORE_INT8(p, m) _mm_storel_epi64((__m128i*) (p), _mm512_cvtepi64_epi8((__m512i) (m)))
+#define LOAD_INT8(p) (mask_f64) _mm512_cvtepi8_epi64(_mm_loadl_epi64((const __m128i*) (p)))
+#endif
+#include "simd_vec.h"
+#include SIMD_TEMPLATE
+#undef REAL
+#undef MASK
+#undef NAME
+#undef STORE_FIRST
+#undef LOAD_FIRST
+#undef STORE_INT8
+#undef LOAD_INT8
