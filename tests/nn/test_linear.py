@@ -24,6 +24,7 @@ CASES = [
     ((3, 6), (6,), None),
     ((3, 6), (4, 6), ()),
     ((3, 6), (4, 6), (1,)),
+    ((7, 1030), (11, 1030), (11,)),  # long rows: the forward's dot tiles, with partial tiles and tail
 ]
 
 
@@ -112,10 +113,11 @@ def test_gradients_match_finite_differences(rng):
         assert_close(tensor.grad, numerical_gradient(loss, array), rtol=1e-7, what=what)
 
 
-@pytest.mark.parametrize("out_features", [200, 10])  # 10: the forward computes out^T
-def test_one_and_two_threads_are_bitwise_identical(rng, threads, out_features):
+# 10: the forward computes out^T; 1100 features: the forward's dot tiles
+@pytest.mark.parametrize("out_features, in_features", [(200, 300), (10, 300), (13, 1100)])
+def test_one_and_two_threads_are_bitwise_identical(rng, threads, out_features, in_features):
     # Big enough for several output tiles and the multi-threaded path of every product.
-    shapes = ((70, 300), (out_features, 300), (out_features,))
+    shapes = ((70, in_features), (out_features, in_features), (out_features,))
     x, weight, bias = (rng.standard_normal(s).astype(np.float32) for s in shapes)
 
     def run(num_threads):
