@@ -7,9 +7,6 @@
  * 3 x 5 fits the registers and a 10-class head (two tiles of 5) exactly. */
 #define CNNCY_DOT_ROWS 3
 #define CNNCY_DOT_COLS 5
-/* A row-combination tile: AXPY_ROWS output rows x AXPY_VECS vectors of columns. */
-#define CNNCY_AXPY_ROWS 4
-#define CNNCY_AXPY_VECS 4
 
 #define SIMD_TEMPLATE "linear_blocks_impl.h"
 #include "simd.h"

@@ -44,35 +44,3 @@ static inline void NAME(dot_tile)(const REAL* A, ptrdiff_t lda, int rows, const 
             C[r * ldc + c] = NAME(lane_sum)(acc[r][c]);
 }
 
-/* C[i * ldc + k] = sum over j < J of A[i * a_row + j * a_col] * B[j * ldb + k], for i < rows <=
- * CNNCY_AXPY_ROWS and k < count <= CNNCY_AXPY_VECS vectors: rows of B combined with weights from A,
- * summed in order of j.  Rows past `rows` repeat the last one and are not stored. */
-static inline void NAME(axpy_tile)(const REAL* A, ptrdiff_t a_row, ptrdiff_t a_col, int rows, const REAL* B,
-                                   ptrdiff_t ldb, ptrdiff_t J, int count, REAL* C, ptrdiff_t ldc)
-{
-    const int lanes = CNNCY_BLOCK_BYTES / sizeof(REAL);
-    const REAL* a[CNNCY_AXPY_ROWS];
-    NAME(vec) acc[CNNCY_AXPY_ROWS][CNNCY_AXPY_VECS];
-    int in_vec[CNNCY_AXPY_VECS];  /* columns of each vector that are inside count */
-    for (int v = 0; v < CNNCY_AXPY_VECS; v++)
-        in_vec[v] = count - v * lanes >= lanes ? lanes : (count - v * lanes > 0 ? count - v * lanes : 0);
-    for (int i = 0; i < CNNCY_AXPY_ROWS; i++) {
-        a[i] = A + (i < rows ? i : rows - 1) * a_row;
-        for (int v = 0; v < CNNCY_AXPY_VECS; v++)
-            acc[i][v] = NAME(splat)(0);
-    }
-    for (ptrdiff_t j = 0; j < J; j++) {
-        NAME(vec) bv[CNNCY_AXPY_VECS];
-        for (int v = 0; v < CNNCY_AXPY_VECS; v++)
-            bv[v] = in_vec[v] == lanes ? NAME(load)(B + j * ldb + v * lanes)
-                                       : NAME(load_first)(B + j * ldb + v * lanes, in_vec[v]);
-        for (int i = 0; i < CNNCY_AXPY_ROWS; i++) {
-            REAL weight = a[i][j * a_col];
-            for (int v = 0; v < CNNCY_AXPY_VECS; v++)
-                acc[i][v] += weight * bv[v];
-        }
-    }
-    for (int i = 0; i < rows; i++)
-        for (int v = 0; v < CNNCY_AXPY_VECS; v++)
-            NAME(store_first)(C + i * ldc + v * lanes, acc[i][v], in_vec[v]);
-}
