@@ -57,6 +57,8 @@ class Conv2dFunction(Function):
 
 def _pair(name, value):
     """An int or a sequence of 1 or 2 ints -> a pair of ints, with torch's errors."""
+    if type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
+        return value  # what nn.Conv2d passes on every call: no slower checks needed
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return int(value), int(value)
     if isinstance(value, (tuple, list)) and all(
@@ -113,7 +115,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if weight.ndim != 4:
         raise RuntimeError(f"conv2d: expected weight to be 4-dimensional (out_channels, in_channels, "
                            f"kH, kW), but got weight of size {list(weight.shape)}")
-    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral):
+    if type(groups) is not int and (isinstance(groups, bool) or not isinstance(groups, numbers.Integral)):
         raise TypeError(f"conv2d(): argument 'groups' must be int, not {type(groups).__name__}")
     if groups <= 0:
         raise RuntimeError("conv2d: non-positive groups is not supported")
