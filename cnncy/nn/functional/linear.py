@@ -19,7 +19,10 @@ class LinearFunction(Function):
         x = np.ascontiguousarray(input.reshape(rows, in_features))
         weight_2d = np.ascontiguousarray(weight.reshape(math.prod(weight.shape[:-1]), in_features))
         out_features = weight_2d.shape[0]
-        bias_full = None if bias is None else np.ascontiguousarray(np.broadcast_to(bias, (out_features,)))
+        if bias is None or bias.shape == (out_features,):
+            bias_full = bias if bias is None or bias.flags.c_contiguous else np.ascontiguousarray(bias)
+        else:  # one value for every output (shape () or (1,))
+            bias_full = np.ascontiguousarray(np.broadcast_to(bias, (out_features,)))
         out = np.empty((rows, out_features), dtype=x.dtype)
         _linear.linear_forward(x, weight_2d, bias_full, out, get_num_threads())
         ctx.save_for_backward(x, weight_2d)
