@@ -39,6 +39,14 @@ def legacy_reduction(size_average, reduce):
     return "sum" if reduce else "none"
 
 
+def _divide(total, count):
+    """total / count; 0 / 0 is nan (every target ignored), as torch gives, without numpy's warning."""
+    if count != 0:  # the usual case, without the cost of an errstate block
+        return total / count
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return total / count
+
+
 def _rows(input):
     """The input as a C-contiguous [samples, classes] array (class axis moved last)."""
     if input.ndim == 1:
@@ -90,8 +98,7 @@ class _ClassIndexLoss(Function):
         if reduction == "sum":
             return np.asarray(total)
         ctx.total_weight = sample_weight.sum(dtype=rows.dtype)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.asarray(total / ctx.total_weight)  # 0 / 0 = nan when every target is ignored
+        return np.asarray(_divide(total, ctx.total_weight))
 
     @classmethod
     def backward(cls, ctx, grad_out):
@@ -100,10 +107,9 @@ class _ClassIndexLoss(Function):
             sample_grad = ctx.sample_weight * grad_out.reshape(-1).astype(dtype, copy=False)
         else:
             scale = dtype.type(grad_out)
-            with np.errstate(invalid="ignore", divide="ignore"):  # no kept targets: nan, as torch
-                if ctx.reduction == "mean":
-                    scale = scale / ctx.total_weight
-                sample_grad = ctx.sample_weight * scale
+            if ctx.reduction == "mean":
+                scale = _divide(scale, ctx.total_weight)
+            sample_grad = ctx.sample_weight * scale
         grad_rows = cls.input_grad(ctx, ctx.target, np.ascontiguousarray(sample_grad),
                                    ctx.ignore_index)
         return _unrows(grad_rows, ctx.input_shape), None, None, None, None
@@ -180,9 +186,10 @@ def _check_class_targets(op, input, target, weight, ignore_index):
         raise RuntimeError(f"{op}: expected scalar type {_type_name(input.dtype)} but found "
                            f"{_type_name(weight.dtype)}")
     flat = target._array.reshape(-1).astype(np.int64, copy=False)
-    bad = (flat != ignore_index) & ((flat < 0) | (flat >= classes))
-    if bad.any():
-        raise IndexError(f"{op}: Target {flat[np.argmax(bad)]} is out of bounds.")
+    if flat.size and (flat.min() < 0 or flat.max() >= classes):  # else no target can be out of bounds
+        bad = (flat != ignore_index) & ((flat < 0) | (flat >= classes))
+        if bad.any():
+            raise IndexError(f"{op}: Target {flat[np.argmax(bad)]} is out of bounds.")
     return np.ascontiguousarray(flat)
 
 
