@@ -52,9 +52,9 @@ cdef extern from "fused_blocks.h":
     void spread_rows_f64(const double* grad, Py_ssize_t rows, Py_ssize_t columns, const signed char* argmax,
                          Py_ssize_t argmax_width, Py_ssize_t window, double* spread, double* bias_sum) noexcept nogil
     void spread_dot_f32(const float* const* inputs, Py_ssize_t blocks, const Py_ssize_t* taps,
-                        Py_ssize_t taps_stride, Py_ssize_t window, const float* spread, float* acc) noexcept nogil
+                        Py_ssize_t taps_stride, Py_ssize_t window, const float* spread, float* total) noexcept nogil
     void spread_dot_f64(const double* const* inputs, Py_ssize_t blocks, const Py_ssize_t* taps,
-                        Py_ssize_t taps_stride, Py_ssize_t window, const double* spread, double* acc) noexcept nogil
+                        Py_ssize_t taps_stride, Py_ssize_t window, const double* spread, double* total) noexcept nogil
     void input_grad_block_f32(float* grad_inputs, const Py_ssize_t* taps, Py_ssize_t taps_stride, Py_ssize_t window,
                               const float* weight_t, Py_ssize_t channels, const float* spread,
                               Py_ssize_t channel_stride) noexcept nogil
@@ -324,16 +324,16 @@ cdef inline void spread_channel(const floating* grad_out, const signed char* arg
 cdef void weight_grad_channel(const floating* const* block_inputs, Py_ssize_t blocks, const floating* spread,
                               const Py_ssize_t* taps, const Plan* p, floating* grad_weight) noexcept nogil:
     """grad_weight[k] = the sum over `blocks` column blocks of spread * tap k, for one output channel."""
-    cdef floating acc[TAP_BLOCK * MAX_LANES]
+    cdef floating total[TAP_BLOCK]
     cdef Py_ssize_t kb, k0, t
     for kb in range(p.K_padded // TAP_BLOCK):
         k0 = kb * TAP_BLOCK
         if floating is float:
-            spread_dot_f32(block_inputs, blocks, taps + k0, p.K_padded, p.window, spread, acc)
+            spread_dot_f32(block_inputs, blocks, taps + k0, p.K_padded, p.window, spread, total)
         else:
-            spread_dot_f64(block_inputs, blocks, taps + k0, p.K_padded, p.window, spread, acc)
+            spread_dot_f64(block_inputs, blocks, taps + k0, p.K_padded, p.window, spread, total)
         for t in range(min(<Py_ssize_t> TAP_BLOCK, p.K - k0)):
-            grad_weight[k0 + t] = lane_total(acc + t * p.lanes, p.lanes)
+            grad_weight[k0 + t] = total[t]
 
 
 cdef void input_grad_image(const floating* spread, Py_ssize_t channel_stride, const Py_ssize_t* taps,

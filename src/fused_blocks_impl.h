@@ -78,12 +78,12 @@ static inline void NAME(spread_rows)(const REAL* grad, ptrdiff_t rows, ptrdiff_t
     NAME(store)(bias_sum, passed);
 }
 
-/* The weight gradient of CNNCY_TAP_BLOCK taps of one output channel, lane by lane:
- * acc[t] = the sum over blocks of sum over window positions pos of spread[pos] * (tap t of pos).
- * Block i reads its inputs at inputs[i], its spread at spread + i * window * lanes, and tap t of
- * window position pos at inputs[i] + taps[pos * taps_stride + t]. */
+/* The weight gradient of CNNCY_TAP_BLOCK taps of one output channel: total[t] = the sum over blocks
+ * of sum over window positions pos of spread[pos] * (tap t of pos), lane by lane, then across the
+ * lanes in a fixed order.  Block i reads its inputs at inputs[i], its spread at
+ * spread + i * window * lanes, and tap t of window position pos at inputs[i] + taps[pos * taps_stride + t]. */
 static inline void NAME(spread_dot)(const REAL* const* inputs, ptrdiff_t blocks, const ptrdiff_t* taps,
-                                    ptrdiff_t taps_stride, ptrdiff_t window, const REAL* spread, REAL* acc)
+                                    ptrdiff_t taps_stride, ptrdiff_t window, const REAL* spread, REAL* total)
 {
     const ptrdiff_t lanes = CNNCY_BLOCK_BYTES / sizeof(REAL);
     NAME(vec) sum[CNNCY_TAP_BLOCK];
@@ -102,7 +102,7 @@ static inline void NAME(spread_dot)(const REAL* const* inputs, ptrdiff_t blocks,
         }
     }
     for (int t = 0; t < CNNCY_TAP_BLOCK; t++)
-        NAME(store)(acc + t * lanes, sum[t]);
+        total[t] = NAME(lane_sum)(sum[t]);
 }
 
 /* The input gradient of one block, by running the convolution backwards: for each window position
