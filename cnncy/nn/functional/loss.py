@@ -109,7 +109,9 @@ class _ClassIndexLoss(Function):
             scale = dtype.type(grad_out)
             if ctx.reduction == "mean":
                 scale = _divide(scale, ctx.total_weight)
-            sample_grad = ctx.sample_weight * scale
+            # A nan scale (e.g. every target ignored) makes every gradient nan, as torch; np.full
+            # spares numpy's warning for 0 * nan.
+            sample_grad = ctx.sample_weight * scale if scale == scale else np.full_like(ctx.sample_weight, scale)
         grad_rows = cls.input_grad(ctx, ctx.target, np.ascontiguousarray(sample_grad),
                                    ctx.ignore_index)
         return _unrows(grad_rows, ctx.input_shape), None, None, None, None
