@@ -107,11 +107,13 @@ class _ClassIndexLoss(Function):
             sample_grad = ctx.sample_weight * grad_out.reshape(-1).astype(dtype, copy=False)
         else:
             scale = dtype.type(grad_out)
-            if ctx.reduction == "mean":
-                scale = _divide(scale, ctx.total_weight)
-            # A nan scale (e.g. every target ignored) makes every gradient nan, as torch; np.full
-            # spares numpy's warning for 0 * nan.
-            sample_grad = ctx.sample_weight * scale if scale == scale else np.full_like(ctx.sample_weight, scale)
+            if ctx.reduction == "mean" and ctx.total_weight == 0:
+                with np.errstate(invalid="ignore", divide="ignore"):  # no kept targets: nan, as torch
+                    sample_grad = ctx.sample_weight * (scale / ctx.total_weight)
+            else:  # the usual case, without the cost of an errstate block
+                if ctx.reduction == "mean":
+                    scale = scale / ctx.total_weight
+                sample_grad = ctx.sample_weight * scale
         grad_rows = cls.input_grad(ctx, ctx.target, np.ascontiguousarray(sample_grad),
                                    ctx.ignore_index)
         return _unrows(grad_rows, ctx.input_shape), None, None, None, None
