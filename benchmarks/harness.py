@@ -21,6 +21,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # Set on some machines so that old OpenBLAS builds pick a safe kernel; they slow a current numpy down.
 OPENBLAS_OVERRIDE_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+# Inherited settings that change timings, named in the report's header when set.
+TIMING_ENV_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_PROC_BIND", *OPENBLAS_OVERRIDE_VARS)
 # Other processes on the cores slow multi-threaded runs most (a descheduled thread stalls every barrier),
 # so the report shows the load that was there before the benchmark added its own.
 LOAD_AT_START = os.getloadavg()
@@ -65,7 +67,7 @@ def cpu_model():
 
 def machine_line(threads):
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    overrides = ", ".join(f"{var}={os.environ[var]}" for var in OPENBLAS_OVERRIDE_VARS if var in os.environ)
+    overrides = ", ".join(f"{var}={os.environ[var]}" for var in TIMING_ENV_VARS if var in os.environ)
     load = ", ".join(f"{value:.2f}" for value in LOAD_AT_START)
     line = f"Machine: {cpu_model()}, {cores} cores (load average {load} at start); {threads} thread(s) per library"
     return line + (f"; inherited {overrides}" if overrides else "")
