@@ -39,14 +39,16 @@ cdef extern from "fused_blocks.h":
         BLOCK_BYTES "CNNCY_BLOCK_BYTES"
         CHANNEL_BLOCK "CNNCY_CHANNEL_BLOCK"
         TAP_BLOCK "CNNCY_TAP_BLOCK"
-    void window_max_block_f32(const float* inputs, const Py_ssize_t* taps, Py_ssize_t taps_stride,
-                              Py_ssize_t K, Py_ssize_t window, const float* weight, const float* bias,
-                              int relu, int channels, int count, float* out, Py_ssize_t out_stride,
-                              signed char* argmax, Py_ssize_t argmax_stride) noexcept nogil
-    void window_max_block_f64(const double* inputs, const Py_ssize_t* taps, Py_ssize_t taps_stride,
-                              Py_ssize_t K, Py_ssize_t window, const double* weight, const double* bias,
-                              int relu, int channels, int count, double* out, Py_ssize_t out_stride,
-                              signed char* argmax, Py_ssize_t argmax_stride) noexcept nogil
+    void window_max_rows_f32(const float* inputs, Py_ssize_t input_row, Py_ssize_t rows, const Py_ssize_t* taps,
+                             Py_ssize_t taps_stride, Py_ssize_t K, Py_ssize_t window, const float* weight,
+                             const float* bias, int relu, int channels, int count, float* out, Py_ssize_t out_row,
+                             Py_ssize_t out_stride, signed char* argmax, Py_ssize_t argmax_row,
+                             Py_ssize_t argmax_stride) noexcept nogil
+    void window_max_rows_f64(const double* inputs, Py_ssize_t input_row, Py_ssize_t rows, const Py_ssize_t* taps,
+                             Py_ssize_t taps_stride, Py_ssize_t K, Py_ssize_t window, const double* weight,
+                             const double* bias, int relu, int channels, int count, double* out, Py_ssize_t out_row,
+                             Py_ssize_t out_stride, signed char* argmax, Py_ssize_t argmax_row,
+                             Py_ssize_t argmax_stride) noexcept nogil
     void spread_rows_f32(const float* grad, Py_ssize_t rows, Py_ssize_t columns, const signed char* argmax,
                          Py_ssize_t argmax_width, Py_ssize_t window, float* spread, float* bias_sum) noexcept nogil
     void spread_rows_f64(const double* grad, Py_ssize_t rows, Py_ssize_t columns, const signed char* argmax,
@@ -231,31 +233,28 @@ cdef void pack_weights(const floating* weight, const floating* bias, const Plan*
             packed_bias[o] = bias[o]
 
 
-cdef inline void window_max_block(const floating* inputs, const Py_ssize_t* taps, const Plan* p,
-                                  const floating* weight, const floating* bias, bint relu, int channels,
-                                  int count, floating* out, signed char* argmax) noexcept nogil:
-    if floating is float:
-        window_max_block_f32(inputs, taps, p.K_padded, p.K, p.window, weight, bias, relu, channels, count,
-                             out, p.PH * p.PW, argmax, p.PH * p.argmax_width)
-    else:
-        window_max_block_f64(inputs, taps, p.K_padded, p.K, p.window, weight, bias, relu, channels, count,
-                             out, p.PH * p.PW, argmax, p.PH * p.argmax_width)
-
-
 cdef void forward_image(const floating* planes, const Py_ssize_t* taps, const floating* packed_weight,
                         const floating* packed_bias, const Plan* p, floating* out, signed char* argmax,
                         bint relu) noexcept nogil:
     cdef Py_ssize_t channel_blocks = (p.O + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK
-    cdef Py_ssize_t cb, py, b, row
+    cdef Py_ssize_t cb, b, row
     for cb in range(channel_blocks):
-        for py in range(p.PH):
-            row = cb * CHANNEL_BLOCK * p.PH + py
-            for b in range(p.blocks):
-                window_max_block(block_start(<floating*> planes, p, py, b), taps, p,
-                                 packed_weight + cb * p.K * CHANNEL_BLOCK, packed_bias + cb * CHANNEL_BLOCK,
-                                 relu, min(CHANNEL_BLOCK, p.O - cb * CHANNEL_BLOCK),
-                                 min(p.lanes, p.PW - b * p.lanes), out + row * p.PW + b * p.lanes,
-                                 argmax + row * p.argmax_width + b * p.lanes if argmax != NULL else NULL)
+        row = cb * CHANNEL_BLOCK * p.PH
+        for b in range(p.blocks):
+            if floating is float:
+                window_max_rows_f32(block_start(<floating*> planes, p, 0, b), p.pool_h * p.pool_w * p.plane_width,
+                                    p.PH, taps, p.K_padded, p.K, p.window, packed_weight + cb * p.K * CHANNEL_BLOCK,
+                                    packed_bias + cb * CHANNEL_BLOCK, relu, min(CHANNEL_BLOCK, p.O - cb * CHANNEL_BLOCK),
+                                    min(p.lanes, p.PW - b * p.lanes), out + row * p.PW + b * p.lanes, p.PW, p.PH * p.PW,
+                                    argmax + row * p.argmax_width + b * p.lanes if argmax != NULL else NULL,
+                                    p.argmax_width, p.PH * p.argmax_width)
+            else:
+                window_max_rows_f64(block_start(<floating*> planes, p, 0, b), p.pool_h * p.pool_w * p.plane_width,
+                                    p.PH, taps, p.K_padded, p.K, p.window, packed_weight + cb * p.K * CHANNEL_BLOCK,
+                                    packed_bias + cb * CHANNEL_BLOCK, relu, min(CHANNEL_BLOCK, p.O - cb * CHANNEL_BLOCK),
+                                    min(p.lanes, p.PW - b * p.lanes), out + row * p.PW + b * p.lanes, p.PW, p.PH * p.PW,
+                                    argmax + row * p.argmax_width + b * p.lanes if argmax != NULL else NULL,
+                                    p.argmax_width, p.PH * p.argmax_width)
 
 
 def conv_relu_pool_forward(floating[:, :, :, ::1] x, floating[:, :, :, ::1] weight, floating[::1] bias,

@@ -22,8 +22,8 @@ static inline void NAME(conv_block)(const REAL* inputs, const ptrdiff_t* pos_tap
  * the window position that holds it, row-major.  Window position pos reads its taps at taps + pos * taps_stride (see
  * conv_block).  As in torch, ties keep the first maximum and a NaN always wins.  Under ReLU a
  * maximum <= 0 becomes 0 with position -1: no gradient flows there. */
-static inline void NAME(window_max_block)(const REAL* inputs, const ptrdiff_t* taps, ptrdiff_t taps_stride,
-                                          ptrdiff_t K, ptrdiff_t window, const REAL* weight,
+static inline __attribute__((always_inline)) void NAME(window_max_block)(
+        const REAL* inputs, const ptrdiff_t* taps, ptrdiff_t taps_stride, ptrdiff_t K, ptrdiff_t window, const REAL* weight,
                                           const REAL* bias, int relu, int channels, int count,
                                           REAL* out, ptrdiff_t out_stride, signed char* argmax,
                                           ptrdiff_t argmax_stride)
@@ -51,6 +51,40 @@ static inline void NAME(window_max_block)(const REAL* inputs, const ptrdiff_t* t
         if (argmax)
             NAME(store_int8)(argmax + c * argmax_stride, top_pos[c]);
     }
+}
+
+/* window_max_block for `rows` consecutive pooled rows: row r reads its inputs at inputs + r * input_row
+ * and writes out + r * out_row and argmax + r * argmax_row. */
+static inline __attribute__((always_inline)) void NAME(pool_rows)(
+        const REAL* inputs, ptrdiff_t input_row, ptrdiff_t rows, const ptrdiff_t* taps, ptrdiff_t taps_stride,
+        ptrdiff_t K, ptrdiff_t window, const REAL* weight, const REAL* bias, int relu, int channels, int count,
+        REAL* out, ptrdiff_t out_row, ptrdiff_t out_stride, signed char* argmax, ptrdiff_t argmax_row,
+        ptrdiff_t argmax_stride)
+{
+    for (ptrdiff_t r = 0; r < rows; r++)
+        NAME(window_max_block)(inputs + r * input_row, taps, taps_stride, K, window, weight, bias, relu, channels,
+                               count, out + r * out_row, out_stride, argmax ? argmax + r * argmax_row : NULL,
+                               argmax_stride);
+}
+
+/* pool_rows, with the common sizes as constants so that the compiler unrolls their loops: 2x2 pools
+ * (window 4), and in them a one-channel 3x3 kernel (9 taps).  Measured on SimpleCNN's layer, batch
+ * 64: 250 us generic, 235 us for window 4, 220 us for both. */
+static void NAME(window_max_rows)(const REAL* inputs, ptrdiff_t input_row, ptrdiff_t rows,
+                                  const ptrdiff_t* taps, ptrdiff_t taps_stride, ptrdiff_t K, ptrdiff_t window,
+                                  const REAL* weight, const REAL* bias, int relu, int channels, int count,
+                                  REAL* out, ptrdiff_t out_row, ptrdiff_t out_stride, signed char* argmax,
+                                  ptrdiff_t argmax_row, ptrdiff_t argmax_stride)
+{
+    if (window == 4 && K == 9)
+        NAME(pool_rows)(inputs, input_row, rows, taps, taps_stride, 9, 4, weight, bias, relu, channels, count,
+                        out, out_row, out_stride, argmax, argmax_row, argmax_stride);
+    else if (window == 4)
+        NAME(pool_rows)(inputs, input_row, rows, taps, taps_stride, K, 4, weight, bias, relu, channels, count,
+                        out, out_row, out_stride, argmax, argmax_row, argmax_stride);
+    else
+        NAME(pool_rows)(inputs, input_row, rows, taps, taps_stride, K, window, weight, bias, relu, channels,
+                        count, out, out_row, out_stride, argmax, argmax_row, argmax_stride);
 }
 
 /* Spread the pooled gradient of one image-channel (rows x columns, row-major) onto the window
