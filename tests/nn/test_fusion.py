@@ -228,3 +228,29 @@ def test_no_grad_inference_equals_the_training_forward(rng, dtype):
     with cnncy.no_grad():
         inference = model(x)
     np.testing.assert_array_equal(inference.numpy(), training.detach().numpy())
+
+
+def test_training_steps_are_bitwise_identical_with_1_2_and_16_threads(rng, threads):
+    """SimpleCNN-shaped steps (fused conv/relu/pool, linear head, SGD momentum): same parameters for any thread count."""
+    images = rng.standard_normal((2, 37, 1, 28, 28)).astype(np.float32)
+    labels = rng.integers(0, 10, (2, 37))
+
+    def train(num_threads):
+        threads(num_threads)
+        cnncy.manual_seed(0)
+        conv, fc = nn.Conv2d(1, 32, 3, padding=1), nn.Linear(32 * 14 * 14, 10)
+        params = list(conv.parameters()) + list(fc.parameters())
+        optimizer = cnncy.optim.SGD(params, lr=0.01, momentum=0.9)
+        for x, y in zip(images, labels):
+            hidden = F.max_pool2d(F.relu(conv(cnncy.tensor(x))), 2)
+            assert hidden.grad_fn.name() == FUSED_NODE
+            loss = F.cross_entropy(fc(hidden.view(-1, 32 * 14 * 14)), cnncy.tensor(y))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        return [p.detach().numpy().copy() for p in params]
+
+    one = train(1)
+    for n in (2, 16):
+        for a, b in zip(one, train(n)):
+            np.testing.assert_array_equal(a, b)
