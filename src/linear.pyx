@@ -5,17 +5,17 @@
     grad_weight:  grad_w[O, I] = grad_out[N, O]^T @ x[N, I]
     grad_bias:    grad_b[O]    = sum over n of grad_out[n, :]
 
-Each product runs in parallel over fixed tiles of its output.  Every output
-entry is a complete sum in a fixed order computed by one thread (gemm.pxd sums
-over k in increasing order whatever the tiling), so the result does not depend
-on the thread count.  The Python layer validates shapes and hands in
+Every product runs on the register tiles of gemm.pxd, in parallel over fixed tiles of its
+output.  Every output entry is a complete sum in a fixed order computed by one thread, so the
+result does not depend on the thread count.  The Python layer validates shapes and hands in
 C-contiguous arrays.
 """
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange, threadid
 from libc.stdlib cimport free, malloc
 
-from gemm cimport gemm_nn, gemm_nt, gemm_tile_use, gemm_tn
+from gemm cimport (GEMM_MR, GEMM_ROWS_MR, gemm, lanes, pack_a, packed_a_size, packed_cols, round_up,
+                   tile_rows, transpose)
 
 cdef extern from "linear_blocks.h":
     enum:
@@ -26,42 +26,69 @@ cdef extern from "linear_blocks.h":
     void dot_tile_f64(const double* A, Py_ssize_t lda, int rows, const double* B, Py_ssize_t ldb, int cols,
                       Py_ssize_t K, double* C, Py_ssize_t ldc) noexcept nogil
 
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int cnncy_team_size(void) { return omp_get_num_threads(); }
+    #else
+    static int cnncy_team_size(void) { return 1; }
+    #endif
+    """
+    int cnncy_team_size() noexcept nogil  # threads in the current parallel region
+
 # Below this many multiply-adds a parallel region costs more than it saves.
 cdef Py_ssize_t PARALLEL_MIN_WORK = 1 << 16
-# From this many input features on, the forward's dot products run as dot_tiles: their final
-# sums across vector lanes cost little next to the long rows, and they need no padding however
-# few the rows or outputs (a SimpleCNN head: 1-64 rows of 6272 features, 10 outputs: 3-6x faster
-# than the gemm tiles).  Shorter rows keep the gemm tiles, which sum without lane reductions.
-cdef Py_ssize_t DOT_TILES_MIN_FEATURES = 1024
-# Output tile handed to one thread (multiples of gemm's register tile).
-cdef Py_ssize_t TILE_ROWS = 32
-cdef Py_ssize_t TILE_COLS = 128
+# From this many input features on, the forward runs over the rows of weight in place
+# (rows_forward) or, for few outputs, as dot_tiles: their final sums across vector lanes cost
+# little next to the long rows, and they need no padding however few the rows or outputs (a
+# SimpleCNN head: 1-64 rows of 6272 features, 10 outputs: 3-6x faster than the gemm tiles).
+cdef Py_ssize_t LONG_ROW_FEATURES = 1024
+# From this many outputs on, rows_forward's transposed copy of x pays for itself.
+cdef Py_ssize_t ROWS_FORWARD_MIN_OUTPUTS = 32
+# rows_forward's k-block: a block of x^T (ROWS_KC x N) stays in cache for every tile of weight rows.
+cdef Py_ssize_t ROWS_KC = 512
+# Output tile handed to one thread by `tiled_product` (multiples of gemm's register tile).
+cdef Py_ssize_t TILE_ROWS = 64
+cdef Py_ssize_t TILE_COLS = 192
 
-cdef enum Variant:
-    NN
-    TN
-    NT
+
+cdef inline int team(Py_ssize_t work, int num_threads) noexcept nogil:
+    return num_threads if work >= PARALLEL_MIN_WORK else 1
 
 
-cdef void tiled_gemm(Variant variant, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                     const floating* A, Py_ssize_t lda, const floating* B, Py_ssize_t ldb,
-                     floating* C, Py_ssize_t ldc, int num_threads) noexcept nogil:
-    """C = op(A) @ op(B), one output tile per task."""
+cdef inline double tile_use(Py_ssize_t M, Py_ssize_t N, Py_ssize_t tile_cols) noexcept nogil:
+    """The share of the register tiles' arithmetic that is real work for an M x N product."""
+    cdef Py_ssize_t padded = round_up(M, GEMM_MR) * round_up(N, tile_cols)
+    return 1.0 if padded == 0 else <double> (M * N) / <double> padded
+
+
+cdef void tiled_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* a_packed,
+                        const floating* B, Py_ssize_t b_row, Py_ssize_t b_col, floating* C,
+                        int num_threads) noexcept nogil:
+    """C[M, N] (rows of N) = A @ B for A packed by pack_a and B(k, j) = B[k * b_row + j * b_col],
+    one TILE_ROWS x TILE_COLS output tile per task."""
     cdef Py_ssize_t row_tiles = (M + TILE_ROWS - 1) // TILE_ROWS
     cdef Py_ssize_t col_tiles = (N + TILE_COLS - 1) // TILE_COLS
-    cdef Py_ssize_t tile, i0, j0, rows, cols
-    cdef int threads = num_threads if M * N * K >= PARALLEL_MIN_WORK else 1
-    for tile in prange(row_tiles * col_tiles, schedule="static", num_threads=threads):
-        i0 = (tile // col_tiles) * TILE_ROWS
-        j0 = (tile % col_tiles) * TILE_COLS
-        rows = min(TILE_ROWS, M - i0)
-        cols = min(TILE_COLS, N - j0)
-        if variant == NN:
-            gemm_nn(rows, cols, K, A + i0 * lda, lda, B + j0, ldb, C + i0 * ldc + j0, ldc, False)
-        elif variant == TN:
-            gemm_tn(rows, cols, K, A + i0, lda, B + j0, ldb, C + i0 * ldc + j0, ldc, False)
-        else:
-            gemm_nt(rows, cols, K, A + i0 * lda, lda, B + j0 * ldb, ldb, C + i0 * ldc + j0, ldc, False)
+    cdef Py_ssize_t tile, i0, j0
+    for tile in prange(row_tiles * col_tiles, schedule="static", num_threads=team(M * N * K, num_threads)):
+        i0 = tile // col_tiles * TILE_ROWS
+        j0 = tile % col_tiles * TILE_COLS
+        gemm(min(TILE_ROWS, M - i0), min(TILE_COLS, N - j0), K, a_packed + i0 * K, B + j0 * b_col, b_row,
+             b_col, C + i0 * N + j0, N, False)
+
+
+cdef bint product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A, Py_ssize_t a_row,
+                  Py_ssize_t a_col, const floating* B, Py_ssize_t b_row, Py_ssize_t b_col, floating* C,
+                  int num_threads) noexcept nogil:
+    """C[M, N] = A @ B for A(i, k) = A[i * a_row + k * a_col], likewise B; False if out of memory."""
+    cdef floating* a_packed = <floating*> malloc(max(packed_a_size(M, K), 1) * sizeof(floating))
+    if a_packed == NULL:
+        return False
+    pack_a(M, K, A, a_row, a_col, a_packed)
+    tiled_product(M, N, K, a_packed, B, b_row, b_col, C, num_threads)
+    free(a_packed)
+    return True
 
 
 cdef void dot_tiles(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A, const floating* B,
@@ -70,8 +97,7 @@ cdef void dot_tiles(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A,
     cdef Py_ssize_t col_tiles = (N + DOT_COLS - 1) // DOT_COLS
     cdef Py_ssize_t tiles = (M + DOT_ROWS - 1) // DOT_ROWS * col_tiles
     cdef Py_ssize_t tile, i0, j0
-    cdef int threads = num_threads if M * N * K >= PARALLEL_MIN_WORK else 1
-    for tile in prange(tiles, schedule="static", num_threads=threads):
+    for tile in prange(tiles, schedule="static", num_threads=team(M * N * K, num_threads)):
         i0 = tile // col_tiles * DOT_ROWS
         j0 = tile % col_tiles * DOT_COLS
         if floating is float:
@@ -82,58 +108,116 @@ cdef void dot_tiles(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A,
                          C + i0 * N + j0, N)
 
 
+cdef bint rows_forward(Py_ssize_t N, Py_ssize_t I, Py_ssize_t O, const floating* x, const floating* weight,
+                       floating* out_t, Py_ssize_t ld, int num_threads) noexcept nogil:
+    """out_t[o, n] (rows of ld >= N, a whole number of vectors) = weight[o, :] . x[n, :], with the
+    rows of weight read in place (tile_rows) against x^T.  False if out of memory."""
+    cdef floating* x_t = <floating*> malloc(max(I * ld, 1) * sizeof(floating))
+    cdef Py_ssize_t r, n
+    if x_t == NULL:
+        return False
+    transpose(x, N, I, I, x_t, ld)
+    for r in range(I):
+        for n in range(N, ld):
+            x_t[r * ld + n] = 0
+    with parallel(num_threads=team(N * I * O, num_threads)):
+        rows_forward_share(threadid(), cnncy_team_size(), I, O, x_t, weight, out_t, ld)
+    free(x_t)
+    return True
+
+
+cdef void rows_forward_share(int member, int team_size, Py_ssize_t I, Py_ssize_t O, const floating* x_t,
+                             const floating* weight, floating* out_t, Py_ssize_t ld) noexcept nogil:
+    """Team member `member`'s share of rows_forward: every team_size-th tile of weight rows, the
+    k-blocks (ROWS_KC features) in order over all of them, so that a block of x^T is read from
+    memory once.  Every out_t entry is still one sum in k order by one thread."""
+    cdef Py_ssize_t vector = lanes(<floating*> NULL)
+    cdef Py_ssize_t row_tiles = (O + GEMM_ROWS_MR - 1) // GEMM_ROWS_MR
+    cdef Py_ssize_t col_tiles = (ld + 2 * vector - 1) // (2 * vector)
+    cdef Py_ssize_t offsets[GEMM_ROWS_MR]
+    cdef Py_ssize_t kb, k0, kc, step, o0, r, cb, n0
+    for kb in range((I + ROWS_KC - 1) // ROWS_KC):
+        k0 = kb * ROWS_KC
+        kc = min(ROWS_KC, I - k0)
+        for step in range((row_tiles - member + team_size - 1) // team_size):
+            o0 = (member + step * team_size) * GEMM_ROWS_MR
+            for r in range(GEMM_ROWS_MR):  # rows past O repeat the last one; their sums are dropped
+                offsets[r] = min(o0 + r, O - 1) * I + k0
+            for cb in range(col_tiles):
+                n0 = cb * 2 * vector
+                tile_rows(1, kc, weight, offsets, 0, 1, x_t + k0 * ld + n0, ld, out_t + o0 * ld + n0, ld,
+                          min(<Py_ssize_t> GEMM_ROWS_MR, O - o0), min(2 * vector, ld - n0), kb > 0)
+
+
 def linear_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
                    const floating[::1] bias, floating[:, ::1] out, int num_threads):
     """out = x @ weight^T + bias; bias may be None.
 
-    Long rows run as dot_tiles.  Otherwise, with few output features (a classifier head) most
-    of gemm's register tile would be padding, so out^T = weight @ x^T is computed instead and
-    transposed: the same numbers.
+    Long rows run over weight's rows in place (many outputs) or as dot_tiles (few).  Otherwise,
+    with few output features (a classifier head) most of gemm's register tile would be padding, so
+    out^T = weight @ x^T is computed instead and transposed: the same numbers.
     """
     cdef Py_ssize_t N = x.shape[0], I = x.shape[1], O = weight.shape[0]
     cdef Py_ssize_t n, o
-    cdef bint has_bias = bias is not None
-    cdef bint dot_rows = I >= DOT_TILES_MIN_FEATURES
-    cdef bint transposed = not dot_rows and gemm_tile_use(O, N) > gemm_tile_use(N, O)
+    cdef bint long_rows = I >= LONG_ROW_FEATURES
+    cdef bint by_rows = long_rows and O >= ROWS_FORWARD_MIN_OUTPUTS
+    cdef Py_ssize_t nr = packed_cols(<floating*> NULL)
+    cdef bint transposed = by_rows or (not long_rows and tile_use(O, N, nr) > tile_use(N, O, nr))
+    cdef Py_ssize_t ld = round_up(N, lanes(<floating*> NULL)) if by_rows else N
     cdef floating* out_t = NULL
+    cdef bint done = True
+    if N == 0 or O == 0:
+        return
     if transposed:
-        out_t = <floating*> malloc(O * N * sizeof(floating))
+        out_t = <floating*> malloc(O * ld * sizeof(floating))
         if out_t == NULL:
             raise MemoryError("linear_forward: could not allocate the output buffer")
     with nogil:
-        if dot_rows:
-            if N > 0 and O > 0:
-                dot_tiles(N, O, I, &x[0, 0], &weight[0, 0], &out[0, 0], num_threads)
+        if by_rows:
+            done = rows_forward(N, I, O, &x[0, 0], &weight[0, 0], out_t, ld, num_threads)
+        elif long_rows:
+            dot_tiles(N, O, I, &x[0, 0], &weight[0, 0], &out[0, 0], num_threads)
         elif transposed:
-            tiled_gemm(NT, O, N, I, &weight[0, 0], I, &x[0, 0], I, out_t, N, num_threads)
+            done = product(O, N, I, &weight[0, 0], I, 1, &x[0, 0], 1, I, out_t, num_threads)
+        else:
+            done = product(N, O, I, &x[0, 0], I, 1, &weight[0, 0], 1, I, &out[0, 0], num_threads)
+        if transposed and done:
             for n in range(N):
                 for o in range(O):
-                    out[n, o] = out_t[o * N + n]
-            free(out_t)
-        else:
-            tiled_gemm(NT, N, O, I, &x[0, 0], I, &weight[0, 0], I, &out[0, 0], O, num_threads)
-        if has_bias:
+                    out[n, o] = out_t[o * ld + n]
+        if bias is not None:
             for n in range(N):
                 for o in range(O):
                     out[n, o] += bias[o]
+    free(out_t)
+    if not done:
+        raise MemoryError("linear_forward: could not allocate the work buffers")
 
 
 def linear_backward(const floating[:, ::1] x, const floating[:, ::1] weight,
                     const floating[:, ::1] grad_out, floating[:, ::1] grad_x,
                     floating[:, ::1] grad_weight, floating[::1] grad_bias, int num_threads):
-    """Write the gradients of linear; grad_x and grad_bias may be None (not wanted)."""
+    """Write the gradients of linear; grad_x and grad_bias may be None (not wanted).
+
+    Both products read their long operand (weight, x) in place as B and pack only grad_out."""
     cdef Py_ssize_t N = x.shape[0], I = x.shape[1], O = weight.shape[0]
     cdef Py_ssize_t n, o
-    cdef bint want_grad_x = grad_x is not None
-    cdef bint want_grad_bias = grad_bias is not None
-    # An empty sum (N == 0 or O == 0) makes gemm write zeros, as torch does.
+    cdef bint done = True
+    if grad_bias is not None:
+        grad_bias[...] = 0
+    if N == 0 or O == 0:  # empty sums, as torch gives
+        grad_weight[...] = 0
+        if grad_x is not None:
+            grad_x[...] = 0
+        return
     with nogil:
-        if want_grad_bias:
-            for o in range(O):
-                grad_bias[o] = 0
+        if grad_bias is not None:
             for n in range(N):
                 for o in range(O):
                     grad_bias[o] += grad_out[n, o]
-        if want_grad_x:
-            tiled_gemm(NN, N, I, O, &grad_out[0, 0], O, &weight[0, 0], I, &grad_x[0, 0], I, num_threads)
-        tiled_gemm(TN, O, I, N, &grad_out[0, 0], O, &x[0, 0], I, &grad_weight[0, 0], I, num_threads)
+        if grad_x is not None:
+            done = product(N, I, O, &grad_out[0, 0], O, 1, &weight[0, 0], I, 1, &grad_x[0, 0], num_threads)
+        done = done and product(O, I, N, &grad_out[0, 0], 1, O, &x[0, 0], I, 1, &grad_weight[0, 0],
+                                num_threads)
+    if not done:
+        raise MemoryError("linear_backward: could not allocate the work buffers")
