@@ -218,11 +218,11 @@ def main(argv=None):
     if args.resume:
         done_epochs, history = resume_checkpoint(args.resume, args, model, optimizer)
         print(f"resumed from {args.resume} after epoch {done_epochs}")
-        if done_epochs >= args.epochs:
-            print(f"nothing to train: the checkpoint is at epoch {done_epochs}, --epochs is {args.epochs}")
 
     print(f"{args.model} on MNIST: {len(train_set)} train / {len(test_set)} test images, "
           f"{args.optimizer} lr={args.lr}, batch {args.batch_size}, {cnncy.get_num_threads()} threads")
+    if done_epochs >= args.epochs:
+        print(f"nothing to train: the checkpoint is at epoch {done_epochs}, --epochs is {args.epochs}")
     for epoch in range(done_epochs + 1, args.epochs + 1):
         train_loss, seconds = train_epoch(model, loss_fn, optimizer, train_loader, epoch, not args.no_progress)
         test_loss, accuracy = evaluate(model, loss_fn, test_loader)
