@@ -32,7 +32,7 @@ SGEMM_SIZE = 2048
 # ------------------------------------------------------------------ worker side
 def conv_input_shapes(lib, nn, F, model_name, batch):
     """[(conv module, input shape)] of model `model_name`, in forward order, from one traced forward."""
-    model = models.build(model_name, nn, F).eval()
+    model = models.build(model_name, lib).eval()
     seen = []
     for module in model.modules():
         if isinstance(module, nn.Conv2d):

@@ -54,10 +54,10 @@ def runs_workload(lib, workload):
 # ------------------------------------------------------------------ worker side
 def torch_like_step(lib_name, workload):
     """A no-argument callable doing one train step or one inference of `workload` in torch or cnncy."""
-    lib, nn, F, optim = harness.import_library(lib_name)
+    lib, _, _, optim = harness.import_library(lib_name)
     model_name, mode, batch = workload
     lib.manual_seed(0)
-    model = models.build(model_name, nn, F)
+    model = models.build(model_name, lib)
     images, labels = harness.make_batch(lib, batch, models.INPUT_SHAPE, models.NUM_CLASSES)
     if mode == "infer":
         model.eval()
@@ -67,7 +67,7 @@ def torch_like_step(lib_name, workload):
                 model(images)
         return infer
 
-    criterion = models.build_criterion(model_name, nn, F)
+    criterion = models.build_criterion(model_name, lib)
     optimizer = optim.SGD(model.parameters(), **SGD_SETTINGS)
 
     def train_step():
@@ -85,7 +85,7 @@ def onnxruntime_step(workload, threads):
 
     model_name, _, batch = workload
     torch.manual_seed(0)
-    model = models.build(model_name, torch.nn, torch.nn.functional).eval()
+    model = models.build(model_name, torch).eval()
     images, _ = harness.make_batch(None, batch, models.INPUT_SHAPE, models.NUM_CLASSES)
     exported = io.BytesIO()
     with warnings.catch_warnings():  # the TorchScript exporter announces its deprecation
