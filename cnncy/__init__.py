@@ -4,6 +4,7 @@
     import cnncy.nn as nn
     import cnncy.optim as optim
 """
+from ._memory import tune_malloc
 from ._parallel import build_arch, openmp_enabled
 from ._threads import get_num_threads, set_num_threads
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
@@ -22,3 +23,5 @@ from . import datasets, nn, optim, transforms, utils  # noqa: E402  (they import
 from .nn.functional import log_softmax, relu, softmax  # noqa: E402  (torch.relu and friends)
 
 __version__ = "0.1.0"
+
+tune_malloc()  # keep each step's large temporaries off mmap/munmap (see _memory.py)
