@@ -289,7 +289,7 @@ class Cast(Function):
 def _check_view_shape(shape, numel, op="view"):
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
-    shape = tuple(int(s) for s in shape)
+    shape = tuple(map(int, shape))
     if shape.count(-1) > 1:
         raise RuntimeError("only one dimension can be inferred")
     known = 1
@@ -301,7 +301,8 @@ def _check_view_shape(shape, numel, op="view"):
     if -1 in shape:
         if known == 0 or numel % known:
             raise RuntimeError(f"shape '{list(shape)}' is invalid for input of size {numel}")
-        shape = tuple(numel // known if s == -1 else s for s in shape)
+        inferred = shape.index(-1)
+        shape = shape[:inferred] + (numel // known,) + shape[inferred + 1:]
     elif known != numel:
         raise RuntimeError(f"shape '{list(shape)}' is invalid for input of size {numel}")
     return shape
