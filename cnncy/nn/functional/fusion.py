@@ -29,10 +29,11 @@ from ...autograd import Function, is_grad_enabled
 from ...tensor import DeferredTensor
 
 # In training, above this many taps per output channel (C_in * kH * kW) conv2d's GEMM beats
-# the fused kernel's direct convolution and the input gradient it needs (measured at batch 64:
-# fused 0.8x-1.1x the time of conv2d + relu + max_pool2d at 72 taps, 1.2x at 150, 1.6x at 288),
-# so conv2d computes at once there.  Without a graph the fused kernel is never slower.
-MAX_FUSED_TAPS = 100
+# the fused kernel's direct convolution and the gradients it needs, so conv2d computes at once
+# there.  Measured at batch 64, fused / unfused time: 0.17 at 9 taps (SimpleCNN), 0.39 at 25
+# (LeNet's first layer), 0.41-0.47 at 27, 1.26 at 36, 1.8 at 72, 2.1 at 150.  Without a graph
+# the fused kernel is never slower.
+MAX_FUSED_TAPS = 32
 
 
 def _records_graph(input, weight, bias):
