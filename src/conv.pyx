@@ -26,8 +26,8 @@ from cython.parallel cimport parallel, prange
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
-from gemm cimport (GEMM_MR, GEMM_PACKED_VECTORS, GEMM_ROWS_MR, gemm, lanes, pack_a, packed_a_size,
-                   packed_cols, round_up, tile_packed, tile_rows, transpose)
+from gemm cimport (GEMM_MR, GEMM_PACKED_VECTORS, GEMM_ROWS_MR, col2im_panel, copy_rows, gemm, lanes,
+                   pack_a, packed_a_size, packed_cols, round_up, tile_packed, tile_rows, transpose)
 
 # Below this many multiply-adds a parallel region costs more than it saves.
 cdef Py_ssize_t PARALLEL_MIN_WORK = 1 << 16
@@ -90,40 +90,22 @@ cdef void tap_offsets(Py_ssize_t planes, Py_ssize_t plane_h, Py_ssize_t plane_w,
 
 
 # ------------------------------------------------------------------ image layouts
-cdef inline void copy_row(const floating* src, floating* dst, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        dst[i] = src[i]
-
-
 cdef void pad_image(const floating* image, floating* padded, const Geometry* g) noexcept nogil:
     """padded[c, y + pad_h, x + pad_w] = image[c, y, x].  Only the interior is written: the border
     stays as it is (zero)."""
-    cdef Py_ssize_t c, y, x
-    cdef const floating* src
-    cdef floating* dst
+    cdef Py_ssize_t c
     if g.pad_h == 0 and g.pad_w == 0:
         memcpy(padded, image, g.C * g.H * g.W * sizeof(floating))
         return
     for c in range(g.C):
-        for y in range(g.H):
-            src = image + (c * g.H + y) * g.W
-            dst = padded + (c * g.Hp + y + g.pad_h) * g.Wp + g.pad_w
-            for x in range(g.W):
-                dst[x] = src[x]
+        copy_rows(image + c * g.H * g.W, g.H, g.W, g.W, padded + (c * g.Hp + g.pad_h) * g.Wp + g.pad_w, g.Wp)
 
 
 cdef void crop_image(const floating* padded, floating* image, const Geometry* g) noexcept nogil:
     """image[c, y, x] = padded[c, y + pad_h, x + pad_w]."""
-    cdef Py_ssize_t c, y, x
-    cdef const floating* src
-    cdef floating* dst
+    cdef Py_ssize_t c
     for c in range(g.C):
-        for y in range(g.H):
-            src = padded + (c * g.Hp + y + g.pad_h) * g.Wp + g.pad_w
-            dst = image + (c * g.H + y) * g.W
-            for x in range(g.W):
-                dst[x] = src[x]
+        copy_rows(padded + (c * g.Hp + g.pad_h) * g.Wp + g.pad_w, g.H, g.W, g.Wp, image + c * g.H * g.W, g.W)
 
 
 cdef struct WideGrid:
@@ -300,82 +282,83 @@ cdef bint forward_im2col(const floating* x, const floating* packed_weight, const
 
 # ------------------------------------------------------------------ backward
 cdef struct InputGrad:
-    # How the input gradient is computed.  Stride 1: as a convolution of grad_out zero-padded to
-    # Hq x Wq planes (its (0, 0) at (top, left)) with the flipped, transposed weights, over the wide
-    # grid of the input.  Other strides: gcol = weight^T @ grad_out, then col2im.
+    # The input gradient: gcol = weight^T @ grad_out, added back onto the (padded) image tap by
+    # tap (col2im).  Stride 1 computes gcol over the wide grid of output positions, a panel of
+    # packed_cols() positions at a time, from grad_out laid out in rows of Wp with zeros past OW:
+    # a wide panel's extra columns come out zero, and each tap's panel row adds onto one
+    # contiguous stretch of the padded image.  Other strides compute gcol over the real positions
+    # and add it back position by position.
     bint wanted
-    Py_ssize_t Hq, Wq, KQ, top, left   # KQ = O * KH * KW taps
-    WideGrid grid
-    void* packed_weight                # stride 1: flipped; otherwise weight^T (floating)
-    Py_ssize_t* offsets                # stride 1: the taps in the padded grad_out
-    Py_ssize_t work_size               # per-thread buffer
+    void* packed_weight           # weight^T (floating), packed
+    Py_ssize_t* grad_offsets      # stride 1: where grad_out's planes start in its wide layout
+    Py_ssize_t* row_offsets       # stride 1: where kernel row (c, kh) starts in the padded image
+    Py_ssize_t wide_cols, panels  # stride 1: the wide grid's positions, panels of them
+    Py_ssize_t work_size          # per-thread buffer
 
 
 cdef bint plan_input_grad(InputGrad* q, const floating* weight, Py_ssize_t O, const Geometry* g) noexcept nogil:
     """Fill q (free with free_input_grad); False if out of memory."""
-    cdef Py_ssize_t taps = g.KH * g.KW
-    cdef Py_ssize_t c, o, t
-    cdef floating* flipped
-    q.Hq, q.Wq, q.KQ = g.H + g.KH - 1, g.W + g.KW - 1, O * taps
-    q.top, q.left = g.KH - 1 - g.pad_h, g.KW - 1 - g.pad_w
-    q.offsets = NULL
-    q.grid.keep, q.grid.dest = NULL, NULL
-    if not unit_stride(g):
-        q.work_size = g.K * g.P + g.C * g.Hp * g.Wp
-        q.packed_weight = zeroed_buffer(packed_a_size(g.K, O), sizeof(floating))
-        if q.packed_weight == NULL:
-            return False
-        pack_a(g.K, O, weight, 1, g.K, <floating*> q.packed_weight)
-        return True
-    q.packed_weight = zeroed_buffer(packed_a_size(g.C, q.KQ), sizeof(floating))
-    q.offsets = <Py_ssize_t*> malloc(max(q.KQ, 1) * sizeof(Py_ssize_t))
-    flipped = <floating*> malloc(max(g.C * q.KQ, 1) * sizeof(floating))
-    if (q.packed_weight == NULL or q.offsets == NULL or flipped == NULL
-            or not make_wide_grid(&q.grid, g.H, g.W, q.Wq, lanes(<floating*> NULL))):
-        free(flipped)
+    cdef Py_ssize_t nr = packed_cols(<floating*> NULL)
+    cdef Py_ssize_t padded_k = round_up(g.K, GEMM_MR)
+    cdef Py_ssize_t o
+    q.grad_offsets, q.row_offsets = NULL, NULL
+    q.packed_weight = zeroed_buffer(packed_a_size(g.K, O), sizeof(floating))
+    if q.packed_weight == NULL:
         return False
-    # flipped[c, (o, kh, kw)] = weight[o, c, KH-1-kh, KW-1-kw]
-    for c in range(g.C):
-        for o in range(O):
-            for t in range(taps):
-                flipped[(c * O + o) * taps + t] = weight[(o * g.C + c) * taps + taps - 1 - t]
-    pack_a(g.C, q.KQ, flipped, q.KQ, 1, <floating*> q.packed_weight)
-    free(flipped)
-    tap_offsets(O, q.Hq, q.Wq, g.KH, g.KW, q.offsets)
-    # The padded grad_out, with room for the last tile's reads past its last position.
-    q.work_size = O * q.Hq * q.Wq + q.grid.tiles * packed_cols(<floating*> NULL) - q.grid.cols
+    pack_a(g.K, O, weight, 1, g.K, <floating*> q.packed_weight)
+    if not unit_stride(g):
+        q.work_size = g.K * g.P + g.C * g.Hp * g.Wp  # gcol, padded image
+        return True
+    q.wide_cols = (g.OH - 1) * g.Wp + g.OW
+    q.panels = (q.wide_cols + nr - 1) // nr
+    q.grad_offsets = <Py_ssize_t*> malloc(max(O, 1) * sizeof(Py_ssize_t))
+    q.row_offsets = <Py_ssize_t*> malloc(max(g.C * g.KH, 1) * sizeof(Py_ssize_t))
+    if q.grad_offsets == NULL or q.row_offsets == NULL:
+        return False
+    for o in range(O):
+        q.grad_offsets[o] = o * g.OH * g.Wp
+    tap_offsets(g.C, g.Hp, g.Wp, g.KH, 1, q.row_offsets)
+    # wide grad_out (the last panel reads past its end), a gcol panel, the padded image
+    q.work_size = O * g.OH * g.Wp + nr + padded_k * nr + g.C * g.Hp * g.Wp
     return True
 
 
 cdef void free_input_grad(InputGrad* q) noexcept nogil:
     free_buffer(q.packed_weight)
-    free(q.offsets)
-    free_wide_grid(&q.grid)
+    free(q.grad_offsets)
+    free(q.row_offsets)
 
 
 cdef void input_grad_image(const floating* grad_out, floating* work, floating* grad_x, Py_ssize_t O,
                            const Geometry* g, const InputGrad* q) noexcept nogil:
     """One image's input gradient.  `work` holds q.work_size zeros at the first call and is reused
     image after image."""
-    cdef Py_ssize_t o, oy, y, x_lo, x_hi
-    cdef floating* padded
-    if unit_stride(g):
-        # work[o, oy + top, ox + left] = grad_out[o, oy, ox] where that lies inside the Hq x Wq
-        # planes (the rest stays zero; outputs that only read padding have no say in grad_x).
-        x_lo = max(0, -q.left)
-        x_hi = min(g.OW, q.Wq - q.left)
-        for o in range(O):
-            for oy in range(g.OH):
-                y = oy + q.top
-                if 0 <= y < q.Hq:
-                    copy_row(grad_out + (o * g.OH + oy) * g.OW + x_lo,
-                             work + (o * q.Hq + y) * q.Wq + q.left + x_lo, x_hi - x_lo)
-        wide_product(g.C, q.KQ, <const floating*> q.packed_weight, work, q.offsets, NULL, &q.grid, grad_x, g.H * g.W)
-    else:
+    cdef Py_ssize_t nr = packed_cols(<floating*> NULL)
+    cdef Py_ssize_t padded_k = round_up(g.K, GEMM_MR)
+    cdef Py_ssize_t jb, ib, q0, count
+    cdef floating* wide_grad = work
+    cdef floating* panel = work + O * g.OH * g.Wp + nr
+    cdef floating* padded = panel + padded_k * nr
+    cdef floating* target
+    if not unit_stride(g):
         padded = work + g.K * g.P
         gemm(g.K, g.P, O, <const floating*> q.packed_weight, grad_out, g.P, 1, work, g.P, False)
         memset(padded, 0, g.C * g.Hp * g.Wp * sizeof(floating))
         col_transfer(padded, work, g, False)
+        crop_image(padded, grad_x, g)
+        return
+    # The columns ox >= OW of each wide row stay zero from the start.
+    copy_rows(grad_out, O * g.OH, g.OW, g.OW, wide_grad, g.Wp)
+    target = padded if g.pad_h or g.pad_w else grad_x
+    memset(target, 0, g.C * g.Hp * g.Wp * sizeof(floating))
+    for jb in range(q.panels):
+        q0 = jb * nr
+        count = min(nr, q.wide_cols - q0)
+        for ib in range(padded_k // GEMM_MR):
+            tile_packed(O, <const floating*> q.packed_weight + ib * GEMM_MR * O, wide_grad + q0, q.grad_offsets,
+                        NULL, panel + ib * GEMM_MR * nr, nr, GEMM_MR, nr, False)
+        col2im_panel(panel, nr, g.C * g.KH, g.KW, count, target + q0, q.row_offsets)
+    if target == padded:
         crop_image(padded, grad_x, g)
 
 
@@ -397,19 +380,19 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
     cdef Py_ssize_t* row_offsets = NULL
     cdef floating* sums = NULL
     cdef floating* bias_sums = NULL
-    cdef Py_ssize_t o, k, r
+    cdef Py_ssize_t o, r
     cdef bint failed
 
-    grad_weight[...] = 0
-    if grad_bias is not None:
-        grad_bias[...] = 0
-    if grad_x is not None:
-        grad_x[...] = 0
-    if chunk_count == 0 or O == 0 or g.P == 0:
+    if chunk_count == 0 or O == 0 or g.P == 0:  # empty sums (otherwise every entry is written below)
+        grad_weight[...] = 0
+        if grad_bias is not None:
+            grad_bias[...] = 0
+        if grad_x is not None:
+            grad_x[...] = 0
         return
     chunk_count = (N + chunk_size - 1) // chunk_size
     q.wanted = grad_x is not None
-    q.packed_weight, q.offsets, q.grid.keep, q.grid.dest = NULL, NULL, NULL, NULL
+    q.packed_weight, q.grad_offsets, q.row_offsets = NULL, NULL, NULL
     sums = <floating*> zeroed_buffer(chunk_count * sum_rows * sum_cols, sizeof(floating))
     bias_sums = <floating*> zeroed_buffer(chunk_count * sum_cols, sizeof(floating))
     # The taps of the padded image are the rows of the weight-gradient product; rows past K repeat tap 0.
@@ -426,13 +409,12 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
                                      bias_sums, sum_rows, sum_cols, chunk_count, chunk_size, N, O, &g,
                                      &q, threads)
     if not failed:
-        # Add the chunks in chunk order into the first, then transpose into grad_weight.
-        add_chunks(sums, chunk_count, sum_rows * sum_cols)
-        add_chunks(bias_sums, chunk_count, sum_cols)
-        for o in range(O):
-            for k in range(g.K):
-                grad_weight[o, 0, 0, k] = sums[k * sum_cols + o]
-            if grad_bias is not None:
+        with nogil:
+            add_chunks(sums, chunk_count, g.K, sum_rows * sum_cols, sum_cols, threads)
+        add_chunks(bias_sums, chunk_count, 1, sum_cols, sum_cols, 1)
+        transpose(sums, g.K, O, sum_cols, &grad_weight[0, 0, 0, 0], g.K)
+        if grad_bias is not None:
+            for o in range(O):
                 grad_bias[o] = bias_sums[o]
     free_buffer(sums)
     free_buffer(bias_sums)
@@ -442,14 +424,17 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
         raise MemoryError("conv2d_backward: could not allocate the work buffers")
 
 
-cdef void add_chunks(floating* chunks, Py_ssize_t chunk_count, Py_ssize_t size) noexcept nogil:
-    """chunks[:size] += chunks[size:2*size] + ... one chunk after another."""
-    cdef Py_ssize_t chunk, i
-    cdef floating* src
-    for chunk in range(1, chunk_count):
-        src = chunks + chunk * size
-        for i in range(size):
-            chunks[i] += src[i]
+cdef void add_chunks(floating* chunks, Py_ssize_t chunk_count, Py_ssize_t rows, Py_ssize_t chunk_size,
+                     Py_ssize_t row_size, int threads) noexcept nogil:
+    """Add chunks 1, 2, ... (chunk_size apart) one after another into chunk 0, for its first `rows`
+    rows of row_size: rows in parallel, every entry's sum in chunk order."""
+    cdef Py_ssize_t row, chunk, i
+    cdef floating* dst
+    for row in prange(rows, schedule="static", num_threads=threads):
+        dst = chunks + row * row_size
+        for chunk in range(1, chunk_count):
+            for i in range(row_size):
+                dst[i] += dst[chunk * chunk_size + i]
 
 
 cdef bint backward_chunks(const floating* x, const floating* grad_out, floating* grad_x,

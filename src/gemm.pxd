@@ -28,6 +28,14 @@ cdef extern from "gemm_tiles.h":
     void tile_rows_f64(Py_ssize_t segments, Py_ssize_t seg_len, const double* a, const Py_ssize_t* a_off,
                        Py_ssize_t a_seg, Py_ssize_t a_step, const double* b, Py_ssize_t ldb, double* c,
                        Py_ssize_t ldc, int rows, int cols, int accumulate) noexcept nogil
+    void copy_rows_f32(const float* src, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t lds, float* dst,
+                       Py_ssize_t ldd) noexcept nogil
+    void copy_rows_f64(const double* src, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t lds, double* dst,
+                       Py_ssize_t ldd) noexcept nogil
+    void col2im_panel_f32(const float* panel, Py_ssize_t ld, Py_ssize_t rows, Py_ssize_t KW, Py_ssize_t count,
+                          float* image, const Py_ssize_t* row_off) noexcept nogil
+    void col2im_panel_f64(const double* panel, Py_ssize_t ld, Py_ssize_t rows, Py_ssize_t KW,
+                          Py_ssize_t count, double* image, const Py_ssize_t* row_off) noexcept nogil
     void transpose_f32(const float* src, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t lds, float* dst,
                        Py_ssize_t ldd) noexcept nogil
     void transpose_f64(const double* src, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t lds, double* dst,
@@ -81,6 +89,24 @@ cdef inline void transpose(const floating* src, Py_ssize_t rows, Py_ssize_t cols
         transpose_f32(src, rows, cols, lds, dst, ldd)
     else:
         transpose_f64(src, rows, cols, lds, dst, ldd)
+
+
+cdef inline void copy_rows(const floating* src, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t lds,
+                           floating* dst, Py_ssize_t ldd) noexcept nogil:
+    """dst[i * ldd + j] = src[i * lds + j] for i < rows, j < cols (short rows: no memcpy call per row)."""
+    if floating is float:
+        copy_rows_f32(src, rows, cols, lds, dst, ldd)
+    else:
+        copy_rows_f64(src, rows, cols, lds, dst, ldd)
+
+
+cdef inline void col2im_panel(const floating* panel, Py_ssize_t ld, Py_ssize_t rows, Py_ssize_t KW,
+                              Py_ssize_t count, floating* image, const Py_ssize_t* row_off) noexcept nogil:
+    """Add a panel of gcol (count columns) back onto the image, kernel row by kernel row (gemm_tiles.h)."""
+    if floating is float:
+        col2im_panel_f32(panel, ld, rows, KW, count, image, row_off)
+    else:
+        col2im_panel_f64(panel, ld, rows, KW, count, image, row_off)
 
 
 cdef inline Py_ssize_t packed_a_size(Py_ssize_t M, Py_ssize_t K) noexcept nogil:

@@ -43,6 +43,23 @@
     _mm512_mask_storeu_pd((out), (__mmask8) ((1u << __builtin_popcount(keep)) - 1), \
                           _mm512_maskz_compress_pd((__mmask8) (keep), (__m512d) (v)))
 
+/* Copy the first count (< a vector) elements of src to dst. */
+#define COPY_FIRST_F32(dst, src, count) \
+    _mm512_mask_storeu_ps((dst), (__mmask16) ((1u << (count)) - 1), \
+                          _mm512_maskz_loadu_ps((__mmask16) ((1u << (count)) - 1), (src)))
+#define COPY_FIRST_F64(dst, src, count) \
+    _mm512_mask_storeu_pd((dst), (__mmask8) ((1u << (count)) - 1), \
+                          _mm512_maskz_loadu_pd((__mmask8) ((1u << (count)) - 1), (src)))
+
+/* Lanes [lo, hi) of p (0 <= lo < hi <= lanes), zeros elsewhere; store the first count lanes. */
+#define LOAD_LANES_F32(p, lo, hi) \
+    (gemm_vec_f32) _mm512_maskz_loadu_ps((__mmask16) (((1u << (hi)) - 1) & ~((1u << (lo)) - 1)), \
+                                         (p))
+#define LOAD_LANES_F64(p, lo, hi) \
+    (gemm_vec_f64) _mm512_maskz_loadu_pd((__mmask8) (((1u << (hi)) - 1) & ~((1u << (lo)) - 1)), (p))
+#define STORE_LANES_F32(p, v, count) _mm512_mask_storeu_ps((p), (__mmask16) ((1u << (count)) - 1), (__m512) (v))
+#define STORE_LANES_F64(p, v, count) _mm512_mask_storeu_pd((p), (__mmask8) ((1u << (count)) - 1), (__m512d) (v))
+
 /* dst[j * ldd + i] = src[i * lds + j] for a 16 x 16 block of float32: pairs of rows interleaved,
  * then quadruples within 128-bit lanes, then the 128-bit lanes exchanged twice. */
 static inline void transpose_block_f32(const float* src, ptrdiff_t lds, float* dst, ptrdiff_t ldd)
@@ -102,23 +119,35 @@ static inline void transpose_block_f64(const double* src, ptrdiff_t lds, double*
 #ifdef __AVX512F__
 #define KEEP_LANES KEEP_LANES_F32
 #define TRANSPOSE_BLOCK transpose_block_f32
+#define COPY_FIRST COPY_FIRST_F32
+#define LOAD_LANES LOAD_LANES_F32
+#define STORE_LANES STORE_LANES_F32
 #endif
 #include "gemm_tiles_impl.h"
 #undef REAL
 #undef NAME
 #undef KEEP_LANES
 #undef TRANSPOSE_BLOCK
+#undef COPY_FIRST
+#undef LOAD_LANES
+#undef STORE_LANES
 
 #define REAL double
 #define NAME(name) name##_f64
 #ifdef __AVX512F__
 #define KEEP_LANES KEEP_LANES_F64
 #define TRANSPOSE_BLOCK transpose_block_f64
+#define COPY_FIRST COPY_FIRST_F64
+#define LOAD_LANES LOAD_LANES_F64
+#define STORE_LANES STORE_LANES_F64
 #endif
 #include "gemm_tiles_impl.h"
 #undef REAL
 #undef NAME
 #undef KEEP_LANES
 #undef TRANSPOSE_BLOCK
+#undef COPY_FIRST
+#undef LOAD_LANES
+#undef STORE_LANES
 
 #endif

@@ -138,6 +138,71 @@ static inline void NAME(tile_rows)(ptrdiff_t segments, ptrdiff_t seg_len, const 
         NAME(tile_rows_nv)(2, segments, seg_len, a, a_off, a_seg, a_step, b, ldb, c, ldc, rows, cols, accumulate);
 }
 
+/* dst[i * ldd + j] = src[i * lds + j] for i < rows, j < cols: short rows (an image's), whole vectors
+ * and a masked tail where AVX-512 has them, rather than a memcpy call per row. */
+static inline void NAME(copy_rows)(const REAL* src, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t lds, REAL* dst,
+                                   ptrdiff_t ldd)
+{
+    for (ptrdiff_t i = 0; i < rows; i++) {
+        const REAL* s = src + i * lds;
+        REAL* d = dst + i * ldd;
+        ptrdiff_t j = 0;
+        for (; j + LANES <= cols; j += LANES)
+            *(NAME(gemm_vec)*) (d + j) = NAME(gemm_load)(s + j);
+#ifdef COPY_FIRST
+        if (j < cols)
+            COPY_FIRST(d + j, s + j, (int) (cols - j));
+#else
+        for (; j < cols; j++)
+            d[j] = s[j];
+#endif
+    }
+}
+
+/* lanes [lo, hi) of p (clipped to a vector), zeros elsewhere; only those lanes are read. */
+static inline NAME(gemm_vec) NAME(load_lanes)(const REAL* p, ptrdiff_t lo, ptrdiff_t hi)
+{
+    lo = lo < 0 ? 0 : lo;
+    hi = hi > LANES ? LANES : hi;
+#ifdef LOAD_LANES
+    if (lo >= hi)
+        return (NAME(gemm_vec)){0};
+    return LOAD_LANES(p, lo, hi);
+#else
+    NAME(gemm_vec) v = {0};
+    for (ptrdiff_t j = lo; j < hi; j++)
+        v[j] = p[j];
+    return v;
+#endif
+}
+
+/* One panel of col2im at stride 1: for each of `rows` kernel rows t (one (c, kh) each, KW taps
+ * whose panel rows follow one another, ld apart), image[row_off[t] + j] += the sum over kw < KW of
+ * panel[(t * KW + kw) * ld + j - kw], for j < count + KW - 1 and panel columns in [0, count).  The
+ * KW taps are summed in registers, so each image entry is read and written once per kernel row:
+ * adding them one by one would reload entries that the previous tap has just stored one element
+ * off, which stalls store forwarding. */
+static inline void NAME(col2im_panel)(const REAL* panel, ptrdiff_t ld, ptrdiff_t rows, ptrdiff_t KW,
+                                      ptrdiff_t count, REAL* image, const ptrdiff_t* row_off)
+{
+    ptrdiff_t span = count + KW - 1;
+    for (ptrdiff_t t = 0; t < rows; t++) {
+        REAL* out = image + row_off[t];
+        const REAL* taps = panel + t * KW * ld;
+        for (ptrdiff_t j0 = 0; j0 < span; j0 += LANES) {
+            NAME(gemm_vec) acc = NAME(load_lanes)(out + j0, 0, span - j0);
+            for (ptrdiff_t kw = 0; kw < KW; kw++)
+                acc += NAME(load_lanes)(taps + kw * ld + j0 - kw, kw - j0, count + kw - j0);
+#ifdef STORE_LANES
+            STORE_LANES(out + j0, acc, span - j0 < LANES ? span - j0 : LANES);
+#else
+            for (ptrdiff_t j = 0; j < LANES && j0 + j < span; j++)
+                out[j0 + j] = acc[j];
+#endif
+        }
+    }
+}
+
 /* dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols. */
 static inline void NAME(transpose)(const REAL* src, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t lds, REAL* dst,
                                    ptrdiff_t ldd)
