@@ -5,14 +5,14 @@ zero-padded image under each output position (im2col):
 
     forward:      out[O, P]  = weight[O, K] @ col[K, P] + bias
     grad_weight:  gW[O, K]   = sum over images of grad_out[O, P] @ col[K, P]^T
-    grad_input:   weight^T @ grad_out, scattered back onto the image.
+    grad_input:   gcol[K, P] = weight^T @ grad_out[O, P], added back onto the image (col2im).
 
 Stride 1 (the common case) never builds col: row k of col is the padded image read from the
-offset of tap k.  The forward reads it in place over a "wide" grid of positions oy * Wp + ox that
-runs across the padded width Wp; the columns ox >= OW are computed and dropped when the wide
-result is copied out.  The input gradient is the same kind of product: a convolution of the
-zero-padded grad_out with the flipped, transposed weights.  Other strides build col and scatter
-the input gradient back (col2im).
+offset of tap k, over a "wide" grid of positions oy * Wp + ox that runs across the padded width
+Wp.  The forward computes the wide grid and stores only its real columns (ox < OW).  The input
+gradient computes gcol over the wide grid from grad_out laid out in rows of Wp with zeros past
+OW, so that a tap's row of gcol adds back onto one contiguous stretch of the padded image.  Other
+strides build col and add gcol back position by position.
 
 The weight gradient reads the taps of the padded image in place as the rows of its product and
 sums over the real output positions only, for any stride.  Weight and bias gradients are sums
@@ -29,8 +29,8 @@ from libc.string cimport memcpy, memset
 from gemm cimport (GEMM_MR, GEMM_PACKED_VECTORS, GEMM_ROWS_MR, col2im_panel, copy_rows, gemm, lanes,
                    pack_a, packed_a_size, packed_cols, round_up, tile_packed, tile_rows, transpose)
 
-# Below this many multiply-adds a parallel region costs more than it saves.
-cdef Py_ssize_t PARALLEL_MIN_WORK = 1 << 16
+# Below this many multiply-adds (a few microseconds) a parallel region costs more than it saves.
+cdef Py_ssize_t PARALLEL_MIN_WORK = 1 << 20
 # The weight/bias gradient sums over at most this many batch chunks.
 cdef Py_ssize_t MAX_BATCH_CHUNKS = 16
 

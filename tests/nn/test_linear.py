@@ -25,6 +25,7 @@ CASES = [
     ((3, 6), (4, 6), ()),
     ((3, 6), (4, 6), (1,)),
     ((7, 1030), (11, 1030), (11,)),  # long rows: the forward's dot tiles, with partial tiles and tail
+    ((19, 1100), (37, 1100), (37,)),  # long rows, many outputs: weight rows in place, partial tiles and k-block
 ]
 
 
@@ -113,8 +114,9 @@ def test_gradients_match_finite_differences(rng):
         assert_close(tensor.grad, numerical_gradient(loss, array), rtol=1e-7, what=what)
 
 
-# 10: the forward computes out^T; 1100 features: the forward's dot tiles
-@pytest.mark.parametrize("out_features, in_features", [(200, 300), (10, 300), (13, 1100)])
+# Every forward path on enough work for threads: gemm tiles (300, 800 features), dot tiles (1600 features,
+# 13 outputs), weight rows in place (1100 features, 40 outputs); the backward always runs gemm tiles.
+@pytest.mark.parametrize("out_features, in_features", [(200, 300), (40, 800), (13, 1600), (40, 1100)])
 def test_one_and_two_threads_are_bitwise_identical(rng, threads, out_features, in_features):
     # Big enough for several output tiles and the multi-threaded path of every product.
     shapes = ((70, in_features), (out_features, in_features), (out_features,))
