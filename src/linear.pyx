@@ -117,14 +117,17 @@ cdef bint rows_forward(Py_ssize_t N, Py_ssize_t I, Py_ssize_t O, const floating*
     """out_t[o, n] (rows of ld >= N, a whole number of vectors) = weight[o, :] . x[n, :], with the
     rows of weight read in place (tile_rows) against x^T.  False if out of memory."""
     cdef floating* x_t = <floating*> malloc(max(I * ld, 1) * sizeof(floating))
-    cdef Py_ssize_t r, n
+    cdef int threads = team(N * I * O, num_threads)
+    cdef Py_ssize_t kb, k0, r, n
     if x_t == NULL:
         return False
-    transpose(x, N, I, I, x_t, ld)
-    for r in range(I):
-        for n in range(N, ld):
-            x_t[r * ld + n] = 0
-    with parallel(num_threads=team(N * I * O, num_threads)):
+    for kb in prange((I + ROWS_KC - 1) // ROWS_KC, schedule="static", num_threads=threads):
+        k0 = kb * ROWS_KC
+        transpose(x + k0, N, min(ROWS_KC, I - k0), I, x_t + k0 * ld, ld)
+        for r in range(k0, min(k0 + ROWS_KC, I)):
+            for n in range(N, ld):
+                x_t[r * ld + n] = 0
+    with parallel(num_threads=threads):
         rows_forward_share(threadid(), cnncy_team_size(), I, O, x_t, weight, out_t, ld)
     free(x_t)
     return True
@@ -132,25 +135,25 @@ cdef bint rows_forward(Py_ssize_t N, Py_ssize_t I, Py_ssize_t O, const floating*
 
 cdef void rows_forward_share(int member, int team_size, Py_ssize_t I, Py_ssize_t O, const floating* x_t,
                              const floating* weight, floating* out_t, Py_ssize_t ld) noexcept nogil:
-    """Team member `member`'s share of rows_forward: every team_size-th tile of weight rows, the
-    k-blocks (ROWS_KC features) in order over all of them, so that a block of x^T is read from
-    memory once.  Every out_t entry is still one sum in k order by one thread."""
+    """Team member `member`'s share of rows_forward: every team_size-th output tile (weight rows x
+    2 vectors of x rows), the k-blocks (ROWS_KC features) in order over all of them, so that a block
+    of x^T is read from memory once.  Every out_t entry is still one sum in k order by one thread."""
     cdef Py_ssize_t vector = lanes(<floating*> NULL)
     cdef Py_ssize_t row_tiles = (O + GEMM_ROWS_MR - 1) // GEMM_ROWS_MR
     cdef Py_ssize_t col_tiles = (ld + 2 * vector - 1) // (2 * vector)
     cdef Py_ssize_t offsets[GEMM_ROWS_MR]
-    cdef Py_ssize_t kb, k0, kc, step, o0, r, cb, n0
+    cdef Py_ssize_t kb, k0, kc, step, tile, o0, r, cb, n0
     for kb in range((I + ROWS_KC - 1) // ROWS_KC):
         k0 = kb * ROWS_KC
         kc = min(ROWS_KC, I - k0)
-        for step in range((row_tiles - member + team_size - 1) // team_size):
-            o0 = (member + step * team_size) * GEMM_ROWS_MR
+        for step in range((row_tiles * col_tiles - member + team_size - 1) // team_size):
+            tile = member + step * team_size
+            o0 = tile // col_tiles * GEMM_ROWS_MR
+            n0 = tile % col_tiles * 2 * vector
             for r in range(GEMM_ROWS_MR):  # rows past O repeat the last one; their sums are dropped
                 offsets[r] = min(o0 + r, O - 1) * I + k0
-            for cb in range(col_tiles):
-                n0 = cb * 2 * vector
-                tile_rows(1, kc, weight, offsets, 0, 1, x_t + k0 * ld + n0, ld, out_t + o0 * ld + n0, ld,
-                          min(<Py_ssize_t> GEMM_ROWS_MR, O - o0), min(2 * vector, ld - n0), kb > 0)
+            tile_rows(1, kc, weight, offsets, 0, 1, x_t + k0 * ld + n0, ld, out_t + o0 * ld + n0, ld,
+                      min(<Py_ssize_t> GEMM_ROWS_MR, O - o0), min(2 * vector, ld - n0), kb > 0)
 
 
 def linear_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
