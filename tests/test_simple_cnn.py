@@ -12,31 +12,14 @@ import cnncy
 from torch_compare import TORCH_DTYPE, assert_close, to_torch
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
-
-
-def simple_cnn_class(lib):
-    """The seed's model, written once, built from either library."""
-    nn = lib.nn
-
-    class SimpleCNN(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = nn.Conv2d(1, 32, kernel_size=3, stride=1, padding=1)
-            self.pool = nn.MaxPool2d(kernel_size=2, stride=2, padding=0)
-            self.fc1 = nn.Linear(32 * 14 * 14, 10)
-
-        def forward(self, x):
-            x = self.pool(lib.relu(self.conv1(x)))
-            x = x.view(-1, 32 * 14 * 14)
-            return self.fc1(x)
-
-    return SimpleCNN
+sys.path.insert(0, EXAMPLES)
+from mnist_models import build  # noqa: E402  (the seed's SimpleCNN, built from either library)
 
 
 def twin_models(dtype):
     torch.manual_seed(0)
-    theirs = simple_cnn_class(torch)().to(TORCH_DTYPE[dtype])
-    ours = simple_cnn_class(cnncy)().to(dtype)
+    theirs = build("simple", torch).to(TORCH_DTYPE[dtype])
+    ours = build("simple", cnncy).to(dtype)
     ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
     return ours, theirs
 

@@ -44,3 +44,19 @@ def assert_close(actual, expected, dtype=None, rtol=None, atol=None, what=""):
                                    err_msg=label)
     else:
         np.testing.assert_array_equal(actual, expected, err_msg=label)
+
+
+def numerical_gradient(loss, array, eps=1e-6):
+    """Central differences of loss() with respect to every entry of array (changed in place, then restored).
+
+    The independent reference for gradient checks in float64."""
+    grad = np.zeros_like(array)
+    for index in np.ndindex(array.shape):
+        saved = array[index]
+        array[index] = saved + eps
+        plus = loss()
+        array[index] = saved - eps
+        minus = loss()
+        array[index] = saved
+        grad[index] = (plus - minus) / (2 * eps)
+    return grad

@@ -9,7 +9,7 @@ import torch
 import cnncy
 import cnncy.nn as nn
 import cnncy.nn.functional as F
-from torch_compare import assert_close, to_torch
+from torch_compare import assert_close, numerical_gradient, to_torch
 
 # (N, C, H, W, O, kernel, stride, padding, bias): odd and non-square inputs and kernels,
 # stride 1-3, padding 0-2, batch 0/1/7, channels 1/3/16, O not a multiple of the gemm tile.
@@ -117,19 +117,6 @@ def test_nan_propagates_like_torch(rng):
     assert_close(ours, theirs)
     assert np.isnan(ours.numpy()).sum() == 4 * 9
 
-
-def numerical_gradient(loss, array, eps=1e-6):
-    """Central differences of loss() with respect to every entry of array (changed in place)."""
-    grad = np.zeros_like(array)
-    for index in np.ndindex(array.shape):
-        saved = array[index]
-        array[index] = saved + eps
-        plus = loss()
-        array[index] = saved - eps
-        minus = loss()
-        array[index] = saved
-        grad[index] = (plus - minus) / (2 * eps)
-    return grad
 
 
 @pytest.mark.parametrize("stride, padding", [(1, 0), (2, 1), ((1, 2), (2, 1))])

@@ -8,7 +8,7 @@ import torch
 import cnncy
 import cnncy.nn as nn
 import cnncy.nn.functional as F
-from torch_compare import assert_close, to_torch
+from torch_compare import assert_close, numerical_gradient, to_torch
 
 # (input shape, weight shape, bias shape or None)
 CASES = [
@@ -85,19 +85,6 @@ def test_non_contiguous_input_weight_and_gradient(rng, dtype):
     assert_close(ours_x.grad, theirs_x.grad)
     assert_close(ours_w.grad, theirs_w.grad)
 
-
-def numerical_gradient(loss, array, eps=1e-6):
-    """Central differences of loss() with respect to every entry of array (changed in place)."""
-    grad = np.zeros_like(array)
-    for index in np.ndindex(array.shape):
-        saved = array[index]
-        array[index] = saved + eps
-        plus = loss()
-        array[index] = saved - eps
-        minus = loss()
-        array[index] = saved
-        grad[index] = (plus - minus) / (2 * eps)
-    return grad
 
 
 def test_gradients_match_finite_differences(rng):

@@ -8,7 +8,7 @@ import torch
 import cnncy
 import cnncy.nn as nn
 import cnncy.nn.functional as F
-from torch_compare import assert_close, to_torch
+from torch_compare import assert_close, numerical_gradient, to_torch
 
 # (input shape, class axis size is shape[1] or shape[0] for 1-D input)
 SHAPES = [(7, 3), (1, 10), (64, 10), (5, 1), (3, 100), (0, 4), (5,), (2, 4, 3), (2, 5, 3, 4)]
@@ -112,18 +112,6 @@ def test_mean_over_no_kept_targets_is_nan_like_torch(rng, op, kwargs):
         (loss, grad), _ = assert_loss_matches_torch(op, logits, target, **kwargs)
         assert np.isnan(loss.item())
 
-
-def numerical_gradient(loss, array, eps=1e-6):
-    grad = np.zeros_like(array)
-    for index in np.ndindex(array.shape):
-        saved = array[index]
-        array[index] = saved + eps
-        plus = loss()
-        array[index] = saved - eps
-        minus = loss()
-        array[index] = saved
-        grad[index] = (plus - minus) / (2 * eps)
-    return grad
 
 
 @pytest.mark.parametrize("op, kwargs", [

@@ -6,7 +6,7 @@ import torch
 import cnncy
 import cnncy.nn as nn
 import cnncy.nn.functional as F
-from torch_compare import assert_close, to_torch
+from torch_compare import assert_close, numerical_gradient, to_torch
 
 # (N, C, H, W, kernel, stride, padding, dilation, ceil_mode): odd and non-square inputs and
 # kernels, stride 1-3, padding 0..k/2, batch 0/1/7, channels 1/3/16, ceil_mode windows that
@@ -100,18 +100,6 @@ def test_nan_and_infinities_propagate_like_torch(rng, dtype, width):
         np.testing.assert_array_equal(indices.numpy(), torch_indices.numpy())
         assert_pool_matches_torch("avg_pool2d", x, **kwargs)
 
-
-def numerical_gradient(loss, array, eps=1e-6):
-    grad = np.zeros_like(array)
-    for index in np.ndindex(array.shape):
-        saved = array[index]
-        array[index] = saved + eps
-        plus = loss()
-        array[index] = saved - eps
-        minus = loss()
-        array[index] = saved
-        grad[index] = (plus - minus) / (2 * eps)
-    return grad
 
 
 @pytest.mark.parametrize("op, kwargs", [
