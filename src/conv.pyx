@@ -61,8 +61,8 @@ cdef int choose_threads(Py_ssize_t work, int num_threads) noexcept nogil:
     return num_threads if work >= PARALLEL_MIN_WORK else 1
 
 
-cdef void* zeroed_buffer(Py_ssize_t elements, Py_ssize_t itemsize) noexcept nogil:
-    """elements zeros at a 64-byte boundary (whole-vector stores), or NULL; release with free_buffer."""
+cdef void* aligned_buffer(Py_ssize_t elements, Py_ssize_t itemsize, bint zeroed=True) noexcept nogil:
+    """elements (zeros unless not `zeroed`) at a 64-byte boundary, or NULL; release with free_buffer."""
     cdef Py_ssize_t size = max(elements, 1) * itemsize
     cdef char* raw = <char*> malloc(size + 64)
     cdef char* aligned
@@ -70,7 +70,8 @@ cdef void* zeroed_buffer(Py_ssize_t elements, Py_ssize_t itemsize) noexcept nogi
         return NULL
     aligned = raw + 64 - (<size_t> raw) % 64
     (<void**> aligned - 1)[0] = raw
-    memset(aligned, 0, size)
+    if zeroed:
+        memset(aligned, 0, size)
     return aligned
 
 
@@ -196,8 +197,8 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     cdef bint failed
     if N == 0 or O == 0 or g.P == 0:
         return
-    packed_weight = <floating*> zeroed_buffer(packed_a_size(O, g.K), sizeof(floating))
-    padded_bias = <floating*> zeroed_buffer(padded_o, sizeof(floating))
+    packed_weight = <floating*> aligned_buffer(packed_a_size(O, g.K), sizeof(floating))
+    padded_bias = <floating*> aligned_buffer(padded_o, sizeof(floating))
     offsets = <Py_ssize_t*> malloc(max(g.K, 1) * sizeof(Py_ssize_t))
     failed = packed_weight == NULL or padded_bias == NULL or offsets == NULL
     if not failed:
@@ -234,7 +235,7 @@ cdef bint forward_shifted(const floating* x, const floating* packed_weight, cons
     cdef floating* padded = NULL
     if not failed:
         with parallel(num_threads=threads):
-            padded = <floating*> zeroed_buffer(g.C * g.Hp * g.Wp + overrun, sizeof(floating))
+            padded = <floating*> aligned_buffer(g.C * g.Hp * g.Wp + overrun, sizeof(floating))
             if padded == NULL:
                 failed_flag[0] = True
             for n in prange(N, schedule="static"):
@@ -260,8 +261,8 @@ cdef bint forward_im2col(const floating* x, const floating* packed_weight, const
     cdef bint failed = False
     cdef bint* failed_flag = &failed  # assignments inside a parallel block stay thread-private
     with parallel(num_threads=threads):
-        padded = <floating*> zeroed_buffer(g.C * g.Hp * g.Wp, sizeof(floating))
-        col = <floating*> zeroed_buffer(g.K * g.P, sizeof(floating))
+        padded = <floating*> aligned_buffer(g.C * g.Hp * g.Wp, sizeof(floating))
+        col = <floating*> aligned_buffer(g.K * g.P, sizeof(floating))
         if padded == NULL or col == NULL:
             failed_flag[0] = True
         for n in prange(N, schedule="static"):
@@ -302,7 +303,7 @@ cdef bint plan_input_grad(InputGrad* q, const floating* weight, Py_ssize_t O, co
     cdef Py_ssize_t padded_k = round_up(g.K, GEMM_MR)
     cdef Py_ssize_t o
     q.grad_offsets, q.row_offsets = NULL, NULL
-    q.packed_weight = zeroed_buffer(packed_a_size(g.K, O), sizeof(floating))
+    q.packed_weight = aligned_buffer(packed_a_size(g.K, O), sizeof(floating))
     if q.packed_weight == NULL:
         return False
     pack_a(g.K, O, weight, 1, g.K, <floating*> q.packed_weight)
@@ -393,8 +394,9 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
     chunk_count = (N + chunk_size - 1) // chunk_size
     q.wanted = grad_x is not None
     q.packed_weight, q.grad_offsets, q.row_offsets = NULL, NULL, NULL
-    sums = <floating*> zeroed_buffer(chunk_count * sum_rows * sum_cols, sizeof(floating))
-    bias_sums = <floating*> zeroed_buffer(chunk_count * sum_cols, sizeof(floating))
+    # Each chunk's thread zeroes its sums (backward_chunks): no serial pass over all of them.
+    sums = <floating*> aligned_buffer(chunk_count * sum_rows * sum_cols, sizeof(floating), False)
+    bias_sums = <floating*> aligned_buffer(chunk_count * sum_cols, sizeof(floating), False)
     # The taps of the padded image are the rows of the weight-gradient product; rows past K repeat tap 0.
     row_offsets = <Py_ssize_t*> malloc(max(sum_rows, 1) * sizeof(Py_ssize_t))
     failed = (sums == NULL or bias_sums == NULL or row_offsets == NULL
@@ -457,9 +459,9 @@ cdef bint backward_chunks(const floating* x, const floating* grad_out, floating*
     cdef bint failed = False
     cdef bint* failed_flag = &failed  # assignments inside a parallel block stay thread-private
     with parallel(num_threads=threads):
-        padded = <floating*> zeroed_buffer(g.C * g.Hp * g.Wp, sizeof(floating))
-        grad_t = <floating*> zeroed_buffer(g.P * sum_cols, sizeof(floating))
-        work = <floating*> zeroed_buffer(q.work_size, sizeof(floating)) if q.wanted else NULL
+        padded = <floating*> aligned_buffer(g.C * g.Hp * g.Wp, sizeof(floating))
+        grad_t = <floating*> aligned_buffer(g.P * sum_cols, sizeof(floating))
+        work = <floating*> aligned_buffer(q.work_size, sizeof(floating)) if q.wanted else NULL
         if padded == NULL or grad_t == NULL or (q.wanted and work == NULL):
             failed_flag[0] = True
         for chunk in prange(chunk_count, schedule="static"):
@@ -467,6 +469,8 @@ cdef bint backward_chunks(const floating* x, const floating* grad_out, floating*
                 continue
             chunk_sum = sums + chunk * sum_rows * sum_cols
             bias_sum = bias_sums + chunk * sum_cols
+            memset(chunk_sum, 0, sum_rows * sum_cols * sizeof(floating))
+            memset(bias_sum, 0, sum_cols * sizeof(floating))
             for n in range(chunk * chunk_size, min(N, (chunk + 1) * chunk_size)):
                 # The weight gradient reads only real positions: an unpadded image is read in place.
                 if unpadded:

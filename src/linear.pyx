@@ -71,14 +71,25 @@ cdef void tiled_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating
                         const floating* B, Py_ssize_t b_row, Py_ssize_t b_col, floating* C,
                         int num_threads) noexcept nogil:
     """C[M, N] (rows of N) = A @ B for A packed by pack_a and B(k, j) = B[k * b_row + j * b_col],
-    one TILE_ROWS x TILE_COLS output tile per task."""
-    cdef Py_ssize_t row_tiles = (M + TILE_ROWS - 1) // TILE_ROWS
-    cdef Py_ssize_t col_tiles = (N + TILE_COLS - 1) // TILE_COLS
-    cdef Py_ssize_t tile, i0, j0
-    for tile in prange(row_tiles * col_tiles, schedule="static", num_threads=team(M * N * K, num_threads)):
-        i0 = tile // col_tiles * TILE_ROWS
-        j0 = tile % col_tiles * TILE_COLS
-        gemm(min(TILE_ROWS, M - i0), min(TILE_COLS, N - j0), K, a_packed + i0 * K, B + j0 * b_col, b_row,
+    one output tile per task: TILE_ROWS x TILE_COLS, halved (down to one register tile) while there
+    are fewer than two tasks per thread.  Every C entry is the same sum whatever the tiles."""
+    cdef int threads = team(M * N * K, num_threads)
+    cdef Py_ssize_t nr = packed_cols(<floating*> NULL)
+    cdef Py_ssize_t tile_rows = TILE_ROWS, tile_cols = TILE_COLS
+    cdef Py_ssize_t row_tiles, col_tiles, tile, i0, j0
+    while threads > 1 and ((M + tile_rows - 1) // tile_rows) * ((N + tile_cols - 1) // tile_cols) < 2 * threads:
+        if tile_cols > nr:
+            tile_cols = round_up(tile_cols // 2, nr)
+        elif tile_rows > GEMM_MR:
+            tile_rows = round_up(tile_rows // 2, GEMM_MR)
+        else:
+            break
+    row_tiles = (M + tile_rows - 1) // tile_rows
+    col_tiles = (N + tile_cols - 1) // tile_cols
+    for tile in prange(row_tiles * col_tiles, schedule="static", num_threads=threads):
+        i0 = tile // col_tiles * tile_rows
+        j0 = tile % col_tiles * tile_cols
+        gemm(min(tile_rows, M - i0), min(tile_cols, N - j0), K, a_packed + i0 * K, B + j0 * b_col, b_row,
              b_col, C + i0 * N + j0, N, False)
 
 
