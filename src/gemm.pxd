@@ -43,7 +43,7 @@ cdef extern from "gemm_tiles.h":
 
 cdef enum:
     GEMM_KC = 128        # k-block of `gemm`: bounds its packed B panel (on the stack)
-    GEMM_MAX_LANES = 16  # float32 lanes of a vector: sizes buffers for either element type
+    GEMM_MAX_LANES = 16  # float32 lanes of the widest vector: sizes buffers for any target and type
 
 
 cdef inline Py_ssize_t lanes(floating* dtype) noexcept nogil:

@@ -5,8 +5,9 @@
  * 50x slower).  Written with vector types, every tile is a fixed set of vector registers for both
  * element types.  Everything around the tiles (packing, blocking, threads) stays in Cython.
  *
- * One `vec` is 64 bytes of float32 or float64: one AVX-512 register.  Without AVX-512 the
- * compiler splits it into 2 (AVX) or 4 (SSE) registers, so the tiles get fewer rows there.
+ * One `vec` is one register of the target: 64 bytes with AVX-512, 32 with AVX, 16 otherwise (a
+ * portable build), and the tiles take as many rows as leave room in the register file (32 vector
+ * registers with AVX-512, 16 without).
  *
  * Two tiles, for the two shapes of operand the kernels meet:
  *   tile_packed: A comes packed (a[k * GEMM_MR + r]) and each B row k is read where b_off[k] says,
@@ -16,20 +17,27 @@
  *                taps of an image; B rows are a plain matrix.  The sum over k runs in segments
  *                (image rows) so that it can skip the columns that a shifted image read adds.
  * Each C entry is one sum in increasing k order, started from C (accumulate) or a start value.
+ * Also here: the vector helpers around them that plain loops do poorly (compacted stores, short row
+ * copies, col2im of a panel, transposes), with AVX-512 masks where available.
  */
 #ifndef CNNCY_GEMM_TILES_H
 #define CNNCY_GEMM_TILES_H
 
 #include <stddef.h>
 
-#define CNNCY_GEMM_VECTOR_BYTES 64
 #define CNNCY_GEMM_PACKED_VECTORS 3  /* vectors per tile_packed row */
-#ifdef __AVX512F__
+#if defined(__AVX512F__)
+#define CNNCY_GEMM_VECTOR_BYTES 64
 #define CNNCY_GEMM_MR 8              /* tile_packed rows: 24 accumulators of 32 registers */
 #define CNNCY_GEMM_ROWS_MR 12        /* tile_rows rows: 24 accumulators (2 vectors a row) */
 #else
-#define CNNCY_GEMM_MR 2
-#define CNNCY_GEMM_ROWS_MR 3
+#if defined(__AVX__)
+#define CNNCY_GEMM_VECTOR_BYTES 32
+#else
+#define CNNCY_GEMM_VECTOR_BYTES 16
+#endif
+#define CNNCY_GEMM_MR 4              /* 12 accumulators of 16 registers */
+#define CNNCY_GEMM_ROWS_MR 6
 #endif
 
 #ifdef __AVX512F__
@@ -112,6 +120,13 @@ static inline void transpose_block_f64(const double* src, ptrdiff_t lds, double*
         _mm512_storeu_pd(dst + (6 + j) * ldd, _mm512_shuffle_f64x2(odd01, odd23, 0xDD));
     }
 }
+#endif
+
+/* The vector helpers are static inline: their vectors never cross a real call, so gcc's note that
+ * such calls would depend on the target's vector ABI does not apply.  (gcc reports it when it
+ * compiles the functions, at the end of the file, so it stays off from here on.) */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 
 #define REAL float

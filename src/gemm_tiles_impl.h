@@ -5,7 +5,7 @@ typedef REAL NAME(gemm_vec) __attribute__((vector_size(CNNCY_GEMM_VECTOR_BYTES),
 
 #define LANES ((int) (CNNCY_GEMM_VECTOR_BYTES / sizeof(REAL)))
 
-static inline NAME(gemm_vec) NAME(gemm_load)(const REAL* p) { return *(const NAME(gemm_vec)*) p; }
+static inline __attribute__((always_inline)) NAME(gemm_vec) NAME(gemm_load)(const REAL* p) { return *(const NAME(gemm_vec)*) p; }
 
 /* The accumulators of a tile of mr rows x nv vectors: C's values (accumulate), row_start[r]
  * (row_start not NULL) or 0.  Only the first rows x cols entries of C are read. */
@@ -160,7 +160,7 @@ static inline void NAME(copy_rows)(const REAL* src, ptrdiff_t rows, ptrdiff_t co
 }
 
 /* lanes [lo, hi) of p (clipped to a vector), zeros elsewhere; only those lanes are read. */
-static inline NAME(gemm_vec) NAME(load_lanes)(const REAL* p, ptrdiff_t lo, ptrdiff_t hi)
+static inline __attribute__((always_inline)) NAME(gemm_vec) NAME(load_lanes)(const REAL* p, ptrdiff_t lo, ptrdiff_t hi)
 {
     lo = lo < 0 ? 0 : lo;
     hi = hi > LANES ? LANES : hi;
@@ -207,8 +207,9 @@ static inline void NAME(col2im_panel)(const REAL* panel, ptrdiff_t ld, ptrdiff_t
 static inline void NAME(transpose)(const REAL* src, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t lds, REAL* dst,
                                    ptrdiff_t ldd)
 {
-    ptrdiff_t i0 = 0, j0 = 0;
+    ptrdiff_t i0 = 0;
 #ifdef TRANSPOSE_BLOCK
+    ptrdiff_t j0 = 0;
     for (; i0 + LANES <= rows; i0 += LANES)
         for (j0 = 0; j0 + LANES <= cols; j0 += LANES)
             TRANSPOSE_BLOCK(src + i0 * lds + j0, lds, dst + j0 * ldd + i0, ldd);
