@@ -294,6 +294,7 @@ cdef struct InputGrad:
     Py_ssize_t* grad_offsets      # stride 1: where grad_out's planes start in its wide layout
     Py_ssize_t* row_offsets       # stride 1: where kernel row (c, kh) starts in the padded image
     Py_ssize_t wide_cols, panels  # stride 1: the wide grid's positions, panels of them
+    Py_ssize_t margin, panel_ld   # stride 1: a gcol panel's rows, with zeros either side
     Py_ssize_t work_size          # per-thread buffer
 
 
@@ -319,8 +320,11 @@ cdef bint plan_input_grad(InputGrad* q, const floating* weight, Py_ssize_t O, co
     for o in range(O):
         q.grad_offsets[o] = o * g.OH * g.Wp
     tap_offsets(g.C, g.Hp, g.Wp, g.KH, 1, q.row_offsets)
+    # col2im_panel reads a panel row from KW - 1 before it to a vector past its shifted end.
+    q.margin = round_up(g.KW - 1, lanes(<floating*> NULL))
+    q.panel_ld = q.margin + nr + q.margin + lanes(<floating*> NULL)
     # wide grad_out (the last panel reads past its end), a gcol panel, the padded image
-    q.work_size = O * g.OH * g.Wp + nr + padded_k * nr + g.C * g.Hp * g.Wp
+    q.work_size = O * g.OH * g.Wp + nr + padded_k * q.panel_ld + g.C * g.Hp * g.Wp
     return True
 
 
@@ -338,8 +342,8 @@ cdef void input_grad_image(const floating* grad_out, floating* work, floating* g
     cdef Py_ssize_t padded_k = round_up(g.K, GEMM_MR)
     cdef Py_ssize_t jb, ib, q0, count
     cdef floating* wide_grad = work
-    cdef floating* panel = work + O * g.OH * g.Wp + nr
-    cdef floating* padded = panel + padded_k * nr
+    cdef floating* panel = work + O * g.OH * g.Wp + nr + q.margin  # the first panel row's column 0
+    cdef floating* padded = panel - q.margin + padded_k * q.panel_ld
     cdef floating* target
     if not unit_stride(g):
         padded = work + g.K * g.P
@@ -357,8 +361,9 @@ cdef void input_grad_image(const floating* grad_out, floating* work, floating* g
         count = min(nr, q.wide_cols - q0)
         for ib in range(padded_k // GEMM_MR):
             tile_packed(O, <const floating*> q.packed_weight + ib * GEMM_MR * O, wide_grad + q0, q.grad_offsets,
-                        NULL, panel + ib * GEMM_MR * nr, nr, GEMM_MR, nr, False)
-        col2im_panel(panel, nr, g.C * g.KH, g.KW, count, target + q0, q.row_offsets)
+                        NULL, panel + ib * GEMM_MR * q.panel_ld, q.panel_ld, GEMM_MR, nr, False)
+        # Past `count` a panel row holds zeros (the wide grid's own, then the margin's).
+        col2im_panel(panel, q.panel_ld, g.C * g.KH, g.KW, count + g.KW - 1, target + q0, q.row_offsets)
     if target == padded:
         crop_image(padded, grad_x, g)
 

@@ -32,10 +32,10 @@ cdef extern from "gemm_tiles.h":
                        Py_ssize_t ldd) noexcept nogil
     void copy_rows_f64(const double* src, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t lds, double* dst,
                        Py_ssize_t ldd) noexcept nogil
-    void col2im_panel_f32(const float* panel, Py_ssize_t ld, Py_ssize_t rows, Py_ssize_t KW, Py_ssize_t count,
+    void col2im_panel_f32(const float* panel, Py_ssize_t ld, Py_ssize_t rows, Py_ssize_t KW, Py_ssize_t span,
                           float* image, const Py_ssize_t* row_off) noexcept nogil
     void col2im_panel_f64(const double* panel, Py_ssize_t ld, Py_ssize_t rows, Py_ssize_t KW,
-                          Py_ssize_t count, double* image, const Py_ssize_t* row_off) noexcept nogil
+                          Py_ssize_t span, double* image, const Py_ssize_t* row_off) noexcept nogil
     void transpose_f32(const float* src, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t lds, float* dst,
                        Py_ssize_t ldd) noexcept nogil
     void transpose_f64(const double* src, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t lds, double* dst,
@@ -101,12 +101,12 @@ cdef inline void copy_rows(const floating* src, Py_ssize_t rows, Py_ssize_t cols
 
 
 cdef inline void col2im_panel(const floating* panel, Py_ssize_t ld, Py_ssize_t rows, Py_ssize_t KW,
-                              Py_ssize_t count, floating* image, const Py_ssize_t* row_off) noexcept nogil:
-    """Add a panel of gcol (count columns) back onto the image, kernel row by kernel row (gemm_tiles.h)."""
+                              Py_ssize_t span, floating* image, const Py_ssize_t* row_off) noexcept nogil:
+    """Add a panel of gcol back onto `span` entries of each kernel row of the image (gemm_tiles.h)."""
     if floating is float:
-        col2im_panel_f32(panel, ld, rows, KW, count, image, row_off)
+        col2im_panel_f32(panel, ld, rows, KW, span, image, row_off)
     else:
-        col2im_panel_f64(panel, ld, rows, KW, count, image, row_off)
+        col2im_panel_f64(panel, ld, rows, KW, span, image, row_off)
 
 
 cdef inline Py_ssize_t packed_a_size(Py_ssize_t M, Py_ssize_t K) noexcept nogil:

@@ -7,25 +7,37 @@ typedef REAL NAME(gemm_vec) __attribute__((vector_size(CNNCY_GEMM_VECTOR_BYTES),
 
 static inline __attribute__((always_inline)) NAME(gemm_vec) NAME(gemm_load)(const REAL* p) { return *(const NAME(gemm_vec)*) p; }
 
-/* The accumulators of a tile of mr rows x nv vectors: C's values (accumulate), row_start[r]
- * (row_start not NULL) or 0.  Only the first rows x cols entries of C are read. */
+/* The loops over a tile's rows and vectors are unrolled (#pragma GCC unroll) so that the
+ * accumulators are only ever indexed by constants: otherwise gcc keeps them in memory between
+ * calls' start and end, which costs as much as a short k-loop.
+ *
+ * The accumulators of a tile of mr rows x nv vectors: C's values (accumulate), row_start[r]
+ * (row_start not NULL) or 0.  Only the first rows x cols entries of C are read.  A partial tile goes
+ * through a scratch array: indexing acc itself by a runtime lane would keep it out of registers. */
 static inline __attribute__((always_inline)) void NAME(tile_start)(NAME(gemm_vec)* acc, int mr, int nv,
                                                                    const REAL* c, ptrdiff_t ldc, int rows,
                                                                    int cols, int accumulate, const REAL* row_start)
 {
-    for (int r = 0; r < mr; r++)
-        for (int v = 0; v < nv; v++)
-            acc[r * nv + v] = (NAME(gemm_vec)){0} + (row_start ? row_start[r] : 0);
-    if (!accumulate)
-        return;
-    if (rows == mr && cols == nv * LANES) {
+    if (!accumulate) {
+        #pragma GCC unroll 32
         for (int r = 0; r < mr; r++)
+            #pragma GCC unroll 32
+            for (int v = 0; v < nv; v++)
+                acc[r * nv + v] = (NAME(gemm_vec)){0} + (row_start ? row_start[r] : 0);
+    } else if (rows == mr && cols == nv * LANES) {
+        #pragma GCC unroll 32
+        for (int r = 0; r < mr; r++)
+            #pragma GCC unroll 32
             for (int v = 0; v < nv; v++)
                 acc[r * nv + v] = NAME(gemm_load)(c + r * ldc + v * LANES);
     } else {
+        REAL scratch[CNNCY_GEMM_TILE_VECTORS * LANES] = {0};
         for (int r = 0; r < rows; r++)
             for (int j = 0; j < cols; j++)
-                acc[r * nv + j / LANES][j % LANES] = c[r * ldc + j];
+                scratch[r * nv * LANES + j] = c[r * ldc + j];
+        #pragma GCC unroll 32
+        for (int i = 0; i < mr * nv; i++)
+            acc[i] = NAME(gemm_load)(scratch + i * LANES);
     }
 }
 
@@ -34,13 +46,19 @@ static inline __attribute__((always_inline)) void NAME(tile_store)(const NAME(ge
                                                                    REAL* c, ptrdiff_t ldc, int rows, int cols)
 {
     if (rows == mr && cols == nv * LANES) {
+        #pragma GCC unroll 32
         for (int r = 0; r < mr; r++)
+            #pragma GCC unroll 32
             for (int v = 0; v < nv; v++)
                 *(NAME(gemm_vec)*) (c + r * ldc + v * LANES) = acc[r * nv + v];
     } else {
+        REAL scratch[CNNCY_GEMM_TILE_VECTORS * LANES];
+        #pragma GCC unroll 32
+        for (int i = 0; i < mr * nv; i++)
+            *(NAME(gemm_vec)*) (scratch + i * LANES) = acc[i];
         for (int r = 0; r < rows; r++)
             for (int j = 0; j < cols; j++)
-                c[r * ldc + j] = acc[r * nv + j / LANES][j % LANES];
+                c[r * ldc + j] = scratch[r * nv * LANES + j];
     }
 }
 
@@ -50,16 +68,21 @@ static inline __attribute__((always_inline)) void NAME(tile_store_kept)(const NA
                                                                         REAL* c, ptrdiff_t ldc, int rows,
                                                                         const unsigned* keep, const ptrdiff_t* dest)
 {
-    for (int r = 0; r < rows && r < mr; r++)
+    #pragma GCC unroll 32
+    for (int r = 0; r < mr; r++)
+        #pragma GCC unroll 32
         for (int v = 0; v < nv; v++) {
+            NAME(gemm_vec) value = acc[r * nv + v];
             REAL* out = c + r * ldc + dest[v];
+            if (r >= rows)
+                continue;
 #ifdef KEEP_LANES
-            KEEP_LANES(out, keep[v], acc[r * nv + v]);
+            KEEP_LANES(out, keep[v], value);
 #else
             int at = 0;
             for (int j = 0; j < LANES; j++)
                 if (keep[v] >> j & 1)
-                    out[at++] = acc[r * nv + v][j];
+                    out[at++] = value[j];
 #endif
         }
 }
@@ -82,10 +105,13 @@ static inline void NAME(tile_packed)(ptrdiff_t K, const REAL* a, const REAL* b, 
     for (ptrdiff_t k = 0; k < K; k++) {
         const REAL* bk = b + b_off[k];
         NAME(gemm_vec) bv[NV];
+        #pragma GCC unroll 32
         for (int v = 0; v < NV; v++)
             bv[v] = NAME(gemm_load)(bk + v * LANES);
+        #pragma GCC unroll 32
         for (int r = 0; r < MR; r++) {
             REAL av = a[k * MR + r];
+            #pragma GCC unroll 32
             for (int v = 0; v < NV; v++)
                 acc[r * NV + v] += av * bv[v];
         }
@@ -104,6 +130,7 @@ static inline __attribute__((always_inline)) void NAME(tile_rows_nv)(
     enum { MR = CNNCY_GEMM_ROWS_MR };
     NAME(gemm_vec) acc[MR * 2];
     const REAL* a_row[MR];
+    #pragma GCC unroll 32
     for (int r = 0; r < MR; r++)
         a_row[r] = a + a_off[r];
     NAME(tile_start)(acc, MR, nv, c, ldc, rows, cols, accumulate, NULL);
@@ -112,10 +139,13 @@ static inline __attribute__((always_inline)) void NAME(tile_rows_nv)(
         ptrdiff_t at = s * a_seg;
         for (ptrdiff_t t = 0; t < seg_len; t++, at += a_step) {
             NAME(gemm_vec) bv[2];
+            #pragma GCC unroll 32
             for (int v = 0; v < nv; v++)
                 bv[v] = NAME(gemm_load)(bs + t * ldb + v * LANES);
+            #pragma GCC unroll 32
             for (int r = 0; r < MR; r++) {
                 REAL av = a_row[r][at];
+                #pragma GCC unroll 32
                 for (int v = 0; v < nv; v++)
                     acc[r * nv + v] += av * bv[v];
             }
@@ -178,25 +208,32 @@ static inline __attribute__((always_inline)) NAME(gemm_vec) NAME(load_lanes)(con
 
 /* One panel of col2im at stride 1: for each of `rows` kernel rows t (one (c, kh) each, KW taps
  * whose panel rows follow one another, ld apart), image[row_off[t] + j] += the sum over kw < KW of
- * panel[(t * KW + kw) * ld + j - kw], for j < count + KW - 1 and panel columns in [0, count).  The
- * KW taps are summed in registers, so each image entry is read and written once per kernel row:
- * adding them one by one would reload entries that the previous tap has just stored one element
- * off, which stalls store forwarding. */
+ * panel[(t * KW + kw) * ld + j - kw], for j < span.  Panel rows are read from KW - 1 before their
+ * start to a vector past span: the caller keeps zeros there.  The KW taps are summed in
+ * registers, so each image entry is read and written once per kernel row: adding them one by one
+ * would reload entries that the previous tap has just stored one element off, which stalls store
+ * forwarding. */
 static inline void NAME(col2im_panel)(const REAL* panel, ptrdiff_t ld, ptrdiff_t rows, ptrdiff_t KW,
-                                      ptrdiff_t count, REAL* image, const ptrdiff_t* row_off)
+                                      ptrdiff_t span, REAL* image, const ptrdiff_t* row_off)
 {
-    ptrdiff_t span = count + KW - 1;
     for (ptrdiff_t t = 0; t < rows; t++) {
         REAL* out = image + row_off[t];
         const REAL* taps = panel + t * KW * ld;
-        for (ptrdiff_t j0 = 0; j0 < span; j0 += LANES) {
+        ptrdiff_t j0 = 0;
+        for (; j0 + LANES <= span; j0 += LANES) {
+            NAME(gemm_vec) acc = NAME(gemm_load)(out + j0);
+            for (ptrdiff_t kw = 0; kw < KW; kw++)
+                acc += NAME(gemm_load)(taps + kw * ld + j0 - kw);
+            *(NAME(gemm_vec)*) (out + j0) = acc;
+        }
+        if (j0 < span) {
             NAME(gemm_vec) acc = NAME(load_lanes)(out + j0, 0, span - j0);
             for (ptrdiff_t kw = 0; kw < KW; kw++)
-                acc += NAME(load_lanes)(taps + kw * ld + j0 - kw, kw - j0, count + kw - j0);
+                acc += NAME(gemm_load)(taps + kw * ld + j0 - kw);
 #ifdef STORE_LANES
-            STORE_LANES(out + j0, acc, span - j0 < LANES ? span - j0 : LANES);
+            STORE_LANES(out + j0, acc, span - j0);
 #else
-            for (ptrdiff_t j = 0; j < LANES && j0 + j < span; j++)
+            for (ptrdiff_t j = 0; j0 + j < span; j++)
                 out[j0 + j] = acc[j];
 #endif
         }
