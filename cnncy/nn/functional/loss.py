@@ -69,89 +69,77 @@ class _ClassIndexLoss(Function):
     """nll_loss (or cross_entropy, in subclass) over class-index targets, with weights and reduction.
 
     forward(input, target, weight, ignore_index, reduction): `target` is the validated int64
-    target flattened to one entry per sample, `weight` a per-class array or None.
+    target flattened to one entry per sample, `weight` a per-class array or None.  The kernels
+    weigh, reduce and differentiate in one call each (see src/loss.pyx).
     """
 
     @staticmethod
-    def sample_losses(ctx, rows, target, ignore_index):
+    def kernel_forward(ctx, rows, target, weight, losses, ignore_index, mean):
+        """(loss, total weight) from the kernel; fills losses unless it is None."""
         raise NotImplementedError
 
     @staticmethod
-    def input_grad(ctx, target, sample_grad, ignore_index):
+    def kernel_backward(ctx, target, weight, grad_losses, scale, ignore_index):
+        """The gradient of the [samples, classes] rows."""
         raise NotImplementedError
 
     @classmethod
     def forward(cls, ctx, input, target, weight, ignore_index, reduction):
         rows = _rows(input)
-        losses = cls.sample_losses(ctx, rows, target, ignore_index)
-        valid = target != ignore_index
-        if weight is None:
-            sample_weight = valid.astype(rows.dtype)
-        else:
-            sample_weight = np.where(valid, weight[np.where(valid, target, 0)], 0).astype(rows.dtype)
-            losses *= sample_weight
-        ctx.input_shape, ctx.reduction = input.shape, reduction
-        ctx.target, ctx.ignore_index, ctx.sample_weight = target, ignore_index, sample_weight
-        if reduction == "none":
+        losses = np.empty(rows.shape[0], dtype=rows.dtype) if reduction == "none" else None
+        loss, total_weight = cls.kernel_forward(ctx, rows, target, weight, losses, ignore_index,
+                                                reduction == "mean")
+        ctx.input_shape, ctx.dtype, ctx.reduction = input.shape, rows.dtype, reduction
+        ctx.target, ctx.weight, ctx.ignore_index = target, weight, ignore_index
+        if losses is not None:
             return losses.reshape(() if input.ndim == 1 else (input.shape[0],) + input.shape[2:])
-        total = losses.sum(dtype=rows.dtype)
-        if reduction == "sum":
-            return np.asarray(total)
-        ctx.total_weight = sample_weight.sum(dtype=rows.dtype)
-        return np.asarray(_divide(total, ctx.total_weight))
+        ctx.total_weight = rows.dtype.type(total_weight)
+        return np.array(loss, dtype=rows.dtype)
 
     @classmethod
     def backward(cls, ctx, grad_out):
-        dtype = ctx.sample_weight.dtype
         if ctx.reduction == "none":
-            sample_grad = ctx.sample_weight * grad_out.reshape(-1).astype(dtype, copy=False)
+            grad_losses, scale = np.ascontiguousarray(grad_out.reshape(-1), dtype=ctx.dtype), 1.0
         else:
-            scale = dtype.type(grad_out)
-            if ctx.reduction == "mean" and ctx.total_weight == 0:
-                with np.errstate(invalid="ignore", divide="ignore"):  # no kept targets: nan, as torch
-                    sample_grad = ctx.sample_weight * (scale / ctx.total_weight)
-            else:  # the usual case, without the cost of an errstate block
-                if ctx.reduction == "mean":
-                    scale = scale / ctx.total_weight
-                sample_grad = ctx.sample_weight * scale
-        grad_rows = cls.input_grad(ctx, ctx.target, np.ascontiguousarray(sample_grad),
-                                   ctx.ignore_index)
+            # In the dtype, as torch: grad_out / total_weight for a mean.
+            grad_losses, scale = None, ctx.dtype.type(grad_out)
+            if ctx.reduction == "mean":
+                scale = _divide(scale, ctx.total_weight)
+        grad_rows = cls.kernel_backward(ctx, ctx.target, ctx.weight, grad_losses, scale,
+                                        ctx.ignore_index)
         return _unrows(grad_rows, ctx.input_shape), None, None, None, None
 
 
 class NLLLossFunction(_ClassIndexLoss):
-    """-input[i, target[i]] per sample."""
+    """-weight[t] * input[i, t] per sample."""
 
     @staticmethod
-    def sample_losses(ctx, rows, target, ignore_index):
-        losses = np.empty(rows.shape[0], dtype=rows.dtype)
-        _loss.nll_forward(rows, target, losses, ignore_index)
+    def kernel_forward(ctx, rows, target, weight, losses, ignore_index, mean):
         ctx.rows_shape = rows.shape
-        return losses
+        return _loss.nll_forward(rows, target, weight, losses, ignore_index, mean)
 
     @staticmethod
-    def input_grad(ctx, target, sample_grad, ignore_index):
-        grad = np.empty(ctx.rows_shape, dtype=sample_grad.dtype)
-        _loss.nll_backward(target, sample_grad, grad, ignore_index)
+    def kernel_backward(ctx, target, weight, grad_losses, scale, ignore_index):
+        grad = np.empty(ctx.rows_shape, dtype=ctx.dtype)
+        _loss.nll_backward(grad, target, weight, grad_losses, scale, ignore_index)
         return grad
 
 
 class CrossEntropyFunction(_ClassIndexLoss):
-    """-log_softmax(input)[i, target[i]] per sample, fused."""
+    """-weight[t] * log_softmax(input)[i, t] per sample, fused."""
 
     @staticmethod
-    def sample_losses(ctx, rows, target, ignore_index):
-        losses = np.empty(rows.shape[0], dtype=rows.dtype)
+    def kernel_forward(ctx, rows, target, weight, losses, ignore_index, mean):
         log_probs = np.empty_like(rows)
-        _loss.cross_entropy_forward(rows, target, log_probs, losses, ignore_index, get_num_threads())
         ctx.save_for_backward(log_probs)
-        return losses
+        return _loss.cross_entropy_forward(rows, target, weight, log_probs, losses, ignore_index, mean,
+                                           get_num_threads())
 
     @staticmethod
-    def input_grad(ctx, target, sample_grad, ignore_index):
+    def kernel_backward(ctx, target, weight, grad_losses, scale, ignore_index):
         (log_probs,) = ctx.saved_tensors
         grad = np.empty_like(log_probs)
-        _loss.cross_entropy_backward(log_probs, target, sample_grad, grad, ignore_index,
+        _loss.cross_entropy_backward(log_probs, target, weight, grad_losses, scale, grad, ignore_index,
                                      get_num_threads())
         return grad
 
@@ -189,12 +177,11 @@ def _check_class_targets(op, input, target, weight, ignore_index):
     if weight is not None and weight.dtype != input.dtype:
         raise RuntimeError(f"{op}: expected scalar type {_type_name(input.dtype)} but found "
                            f"{_type_name(weight.dtype)}")
-    flat = target._array.reshape(-1).astype(np.int64, copy=False)
-    if flat.size and (flat.min() < 0 or flat.max() >= classes):  # else no target can be out of bounds
-        bad = (flat != ignore_index) & ((flat < 0) | (flat >= classes))
-        if bad.any():
-            raise IndexError(f"{op}: Target {flat[np.argmax(bad)]} is out of bounds.")
-    return np.ascontiguousarray(flat)
+    flat = np.ascontiguousarray(target._array.reshape(-1), dtype=np.int64)
+    bad = _loss.first_bad_target(flat, classes, int(ignore_index))
+    if bad >= 0:
+        raise IndexError(f"{op}: Target {flat[bad]} is out of bounds.")
+    return flat
 
 
 def _check_float_input(op, input):
