@@ -12,9 +12,12 @@ by one ulp in a few percent of cases, while ours is correctly rounded.
 
 The updates are elementwise, so the result does not depend on the thread count.
 """
+cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport fma, fmaf, sqrt, sqrtf
+
+cnp.import_array()
 
 cdef enum:
     # Below this many elements one thread is faster than opening a parallel region.
@@ -122,6 +125,26 @@ cdef void sgd_range(floating* param, const floating* grad, floating* momentum_bu
                         one_minus_dampening, neg_lr, o.nesterov, o.init_buffer)
 
 
+cdef void sgd_run(floating* param, const floating* grad, floating* momentum_buffer, Py_ssize_t n,
+                  const SGDOptions* options, int num_threads) noexcept nogil:
+    """sgd_range over all n elements, in parallel blocks when n is large enough."""
+    cdef int threads = threads_for(n, num_threads)
+    cdef Py_ssize_t block
+    if threads == 1:  # no parallel region for small work
+        sgd_range(param, grad, momentum_buffer, 0, n, options)
+    else:
+        for block in prange((n + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS, schedule='static',
+                            num_threads=threads):
+            sgd_range(param, grad, momentum_buffer, block * BLOCK_ELEMENTS, block_end(block, n), options)
+
+
+cdef SGDOptions sgd_options(double lr, double weight_decay, double momentum, double dampening,
+                            bint nesterov, bint maximize, bint init_buffer) noexcept:
+    return SGDOptions(grad_sign=-1.0 if maximize else 1.0, weight_decay=weight_decay, momentum=momentum,
+                      one_minus_dampening=1.0 - dampening, neg_lr=-lr, nesterov=nesterov,
+                      init_buffer=init_buffer)
+
+
 def sgd_update(floating[::1] param, const floating[::1] grad, floating[::1] momentum_buffer,
                double lr, double weight_decay, double momentum, double dampening,
                bint nesterov, bint maximize, bint init_buffer, int num_threads):
@@ -130,25 +153,75 @@ def sgd_update(floating[::1] param, const floating[::1] grad, floating[::1] mome
     momentum_buffer is None when momentum == 0; with init_buffer it is filled
     with the (decayed) gradient, as torch does on the first step.
     """
-    cdef Py_ssize_t n = param.shape[0], block
+    cdef Py_ssize_t n = param.shape[0]
     check_length("grad", grad.shape[0], n)
     if momentum_buffer is not None:
         check_length("momentum_buffer", momentum_buffer.shape[0], n)
     if n == 0:
         return
     cdef floating* buffer_ptr = &momentum_buffer[0] if momentum_buffer is not None else NULL
-    cdef SGDOptions options = SGDOptions(
-        grad_sign=-1.0 if maximize else 1.0, weight_decay=weight_decay, momentum=momentum,
-        one_minus_dampening=1.0 - dampening, neg_lr=-lr, nesterov=nesterov, init_buffer=init_buffer)
-    cdef int threads = threads_for(n, num_threads)
+    cdef SGDOptions options = sgd_options(lr, weight_decay, momentum, dampening, nesterov, maximize,
+                                          init_buffer)
     with nogil:
-        if threads == 1:
-            sgd_range(&param[0], &grad[0], buffer_ptr, 0, n, &options)
+        sgd_run(&param[0], &grad[0], buffer_ptr, n, &options, num_threads)
+
+
+cdef bint updatable(object array, int dtype, Py_ssize_t size, bint written):
+    """array is a C-contiguous ndarray of dtype and size (writeable if written): the kernels may use its memory."""
+    if type(array) is not cnp.ndarray:
+        return False
+    cdef cnp.ndarray a = <cnp.ndarray> array
+    return (cnp.PyArray_TYPE(a) == dtype and cnp.PyArray_SIZE(a) == size and cnp.PyArray_IS_C_CONTIGUOUS(a)
+            and (not written or cnp.PyArray_ISWRITEABLE(a)))
+
+
+def sgd_foreach(list params, list grads, list momentum_buffers, list fresh_buffers, double lr,
+                double weight_decay, double momentum, double dampening, bint nesterov, bint maximize,
+                int num_threads):
+    """sgd_update for every parameter of a group in one call (like torch's foreach kernels).
+
+    params, grads and (when momentum != 0, else None) momentum_buffers are lists of ndarrays of
+    any shape; fresh_buffers is None, or one bool per parameter: that buffer starts as the gradient.
+    Returns False, having changed nothing, unless every array is C-contiguous, float32 or float64
+    as its parameter, and of its parameter's size (the caller then updates parameter by parameter).
+    """
+    cdef Py_ssize_t count = len(params), i, n
+    cdef int dtype
+    cdef SGDOptions plain = sgd_options(lr, weight_decay, momentum, dampening, nesterov, maximize, False)
+    cdef SGDOptions first = sgd_options(lr, weight_decay, momentum, dampening, nesterov, maximize, True)
+    cdef const SGDOptions* options
+    cdef cnp.ndarray param, grad
+    cdef void* buffer_data
+    if (len(grads) != count or (momentum_buffers is not None and len(momentum_buffers) != count)
+            or (fresh_buffers is not None and len(fresh_buffers) != count)):
+        return False
+    for i in range(count):
+        if type(params[i]) is not cnp.ndarray:
+            return False
+        param = <cnp.ndarray> params[i]
+        dtype = cnp.PyArray_TYPE(param)
+        n = cnp.PyArray_SIZE(param)
+        if ((dtype != cnp.NPY_FLOAT32 and dtype != cnp.NPY_FLOAT64) or not updatable(param, dtype, n, True)
+                or not updatable(grads[i], dtype, n, False)
+                or (momentum_buffers is not None and not updatable(momentum_buffers[i], dtype, n, True))):
+            return False
+    for i in range(count):
+        param = <cnp.ndarray> params[i]
+        grad = <cnp.ndarray> grads[i]
+        n = cnp.PyArray_SIZE(param)
+        buffer_data = NULL if momentum_buffers is None else cnp.PyArray_DATA(<cnp.ndarray> momentum_buffers[i])
+        options = &first if fresh_buffers is not None and fresh_buffers[i] else &plain
+        if n == 0:
+            continue
+        if cnp.PyArray_TYPE(param) == cnp.NPY_FLOAT32:
+            with nogil:
+                sgd_run(<float*> cnp.PyArray_DATA(param), <const float*> cnp.PyArray_DATA(grad),
+                        <float*> buffer_data, n, options, num_threads)
         else:
-            for block in prange((n + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS, schedule='static',
-                                num_threads=threads):
-                sgd_range(&param[0], &grad[0], buffer_ptr, block * BLOCK_ELEMENTS,
-                          block_end(block, n), &options)
+            with nogil:
+                sgd_run(<double*> cnp.PyArray_DATA(param), <const double*> cnp.PyArray_DATA(grad),
+                        <double*> buffer_data, n, options, num_threads)
+    return True
 
 
 # ----------------------------------------------------------------------- Adam

@@ -63,12 +63,14 @@ class SGD(Optimizer):
             group.setdefault("fused", None)
 
     def _init_group(self, group, params, grads, momentum_buffer_list):
+        with_momentum = group["momentum"] != 0
+        state = self.state
         for p in group["params"]:
             if p.grad is not None:
                 params.append(p)
                 grads.append(p.grad)
-                if group["momentum"] != 0:
-                    momentum_buffer_list.append(self.state[p].get("momentum_buffer"))
+                if with_momentum:
+                    momentum_buffer_list.append(state[p].get("momentum_buffer") if p in state else None)
 
     def step(self, closure=None):
         """Perform a single optimization step.
@@ -83,13 +85,18 @@ class SGD(Optimizer):
         for group in self.param_groups:
             params, grads, momentum_buffer_list = [], [], []
             self._init_group(group, params, grads, momentum_buffer_list)
+            missing = group["momentum"] != 0 and _any_none(momentum_buffer_list)
             sgd(params, grads, momentum_buffer_list, weight_decay=group["weight_decay"],
                 momentum=group["momentum"], lr=group["lr"], dampening=group["dampening"],
                 nesterov=group["nesterov"], maximize=group["maximize"])
-            if group["momentum"] != 0:
+            if missing:  # the buffers sgd() created; the others are in the state already
                 for p, momentum_buffer in zip(params, momentum_buffer_list):
                     self.state[p]["momentum_buffer"] = momentum_buffer
         return loss
+
+
+def _any_none(values):
+    return any(value is None for value in values)  # not `None in values`: Tensor's == is elementwise
 
 
 def sgd(params, d_p_list, momentum_buffer_list, *, weight_decay, momentum, lr, dampening,
@@ -101,16 +108,20 @@ def sgd(params, d_p_list, momentum_buffer_list, *, weight_decay, momentum, lr, d
     """
     lr, weight_decay, momentum, dampening = float(lr), float(weight_decay), float(momentum), float(dampening)
     num_threads = get_num_threads()
+    buffers = fresh = None
+    if momentum != 0:
+        if _any_none(momentum_buffer_list):
+            fresh = [buffer is None for buffer in momentum_buffer_list]
+            for i, param in enumerate(params):
+                if fresh[i]:
+                    momentum_buffer_list[i] = Tensor._wrap(np.empty_like(param._array, order="C"))
+        buffers = [buffer._array for buffer in momentum_buffer_list]
+    # Usually one kernel call for all parameters; strided or mixed-dtype arrays go one by one.
+    if _optim.sgd_foreach([param._array for param in params], [grad._array for grad in d_p_list], buffers,
+                          fresh, lr, weight_decay, momentum, dampening, nesterov, maximize, num_threads):
+        return
     for i, param in enumerate(params):
-        buffer = None
-        init_buffer = False
-        if momentum != 0:
-            buffer = momentum_buffer_list[i]
-            if buffer is None:
-                init_buffer = True
-                buffer = Tensor._wrap(np.empty_like(param._array, order="C"))
-                momentum_buffer_list[i] = buffer
         _optim.sgd_update(_flat_view(param), _flat_grad(d_p_list[i]),
-                          _flat_view(buffer) if buffer is not None else None,
-                          lr, weight_decay, momentum, dampening, nesterov, maximize, init_buffer,
-                          num_threads)
+                          _flat_view(momentum_buffer_list[i]) if buffers is not None else None,
+                          lr, weight_decay, momentum, dampening, nesterov, maximize,
+                          fresh is not None and fresh[i], num_threads)
