@@ -32,8 +32,8 @@ static inline __attribute__((always_inline)) void NAME(tile_start)(NAME(gemm_vec
                 acc[r * nv + v] = NAME(gemm_load)(c + r * ldc + v * LANES);
     } else {
         REAL scratch[CNNCY_GEMM_TILE_VECTORS * LANES] = {0};
-        for (int r = 0; r < rows; r++)
-            for (int j = 0; j < cols; j++)
+        for (int r = 0; r < rows && r < mr; r++)
+            for (int j = 0; j < cols && j < nv * LANES; j++)
                 scratch[r * nv * LANES + j] = c[r * ldc + j];
         #pragma GCC unroll 32
         for (int i = 0; i < mr * nv; i++)
@@ -56,8 +56,8 @@ static inline __attribute__((always_inline)) void NAME(tile_store)(const NAME(ge
         #pragma GCC unroll 32
         for (int i = 0; i < mr * nv; i++)
             *(NAME(gemm_vec)*) (scratch + i * LANES) = acc[i];
-        for (int r = 0; r < rows; r++)
-            for (int j = 0; j < cols; j++)
+        for (int r = 0; r < rows && r < mr; r++)
+            for (int j = 0; j < cols && j < nv * LANES; j++)
                 c[r * ldc + j] = scratch[r * nv * LANES + j];
     }
 }
