@@ -4,6 +4,7 @@
 #   tile_packed: a GEMM_MR x packed_cols() tile; A packed by pack_a, B row k read at b + b_off[k].
 #   tile_rows:   a GEMM_ROWS_MR x (up to 2 vectors) tile; A rows read in place at a + a_off[r],
 #                the sum over k in segments (image rows); B rows plain.
+# and the vector helpers that conv needs around them: copy_rows, col2im_panel, transpose.
 # On top of them, `gemm` is a serial general product with A packed and B strided any way; it
 # packs a B panel only when B's columns are not contiguous or the panel is partial.  Callers
 # parallelise over fixed pieces of work, so every C entry is one sum in a fixed order (over k in
