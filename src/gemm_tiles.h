@@ -39,6 +39,10 @@
 #define CNNCY_GEMM_MR 4              /* 12 accumulators of 16 registers */
 #define CNNCY_GEMM_ROWS_MR 6
 #endif
+/* The vectors of the larger tile (partial tiles go through a scratch array of this many). */
+#define CNNCY_GEMM_TILE_VECTORS \
+    (CNNCY_GEMM_MR * CNNCY_GEMM_PACKED_VECTORS > CNNCY_GEMM_ROWS_MR * 2 ? CNNCY_GEMM_MR * CNNCY_GEMM_PACKED_VECTORS \
+                                                                      : CNNCY_GEMM_ROWS_MR * 2)
 
 #ifdef __AVX512F__
 #include <immintrin.h>
