@@ -20,7 +20,6 @@ The context *is* the graph node: it keeps the input Tensors that need a gradient
 (the edges), the saved arrays and whatever attributes forward set on it.
 """
 import contextlib
-import sys
 
 import numpy as np
 
@@ -102,6 +101,11 @@ class Context:
 class Function:
     """Base class of every differentiable op; see the module docstring."""
 
+    # True where backward returns, for each input, an array it allocated for that input alone (or
+    # a view of all of one) and keeps no other reference to.  The engine then hands such an array
+    # to a leaf as its .grad without copying it; any other Function's gradients are copied first.
+    fresh_input_grads = False
+
     @staticmethod
     def forward(ctx, *args):
         raise NotImplementedError
@@ -113,43 +117,39 @@ class Function:
     @classmethod
     def apply(cls, *args):
         # One pass over the arguments: this runs for every op, so it is kept lean.
-        raw, needs_input_grad, edges = [], [], []
-        for a in args:
-            if isinstance(a, _tensor.Tensor):
-                raw.append(a._array)
-                needs_input_grad.append(a._requires_grad)
+        tensor_type = _tensor.Tensor
+        raw = list(args)
+        needs_input_grad = [False] * len(args)
+        edges = []
+        for index, a in enumerate(args):
+            if isinstance(a, tensor_type):
+                raw[index] = a._array
                 if a._requires_grad:
-                    edges.append((len(raw) - 1, a))
-            else:
-                raw.append(a)
-                needs_input_grad.append(False)
+                    needs_input_grad[index] = True
+                    edges.append((index, a))
         record = _grad_enabled and bool(edges)
         ctx = Context(cls, edges if record else (), tuple(needs_input_grad))
-        result = _tensor.Tensor._wrap(cls.forward(ctx, *raw), record)
+        result = tensor_type._wrap(cls.forward(ctx, *raw), record)
         if record:
             result.grad_fn = ctx
         return result
 
 
-def _topological_order(root_node):
-    """Nodes reachable from root_node, each after every node that consumes its output."""
-    order, visited = [], set()
-    stack = [(root_node, False)]
+def _dependencies(root_node):
+    """{node: how many edges from the nodes reachable from root_node lead to it}, for every such node."""
+    counts = {root_node: 0}
+    stack = [root_node]
     while stack:
-        node, children_done = stack.pop()
-        if children_done:
-            order.append(node)
-            continue
-        if id(node) in visited:
-            continue
-        visited.add(id(node))
-        stack.append((node, True))
-        for _, inp in node.edges:
+        for _, inp in stack.pop().edges:
             parent = inp.grad_fn
-            if parent is not None and id(parent) not in visited:
-                stack.append((parent, False))
-    order.reverse()
-    return order
+            if parent is None:
+                continue
+            if parent in counts:
+                counts[parent] += 1
+            else:
+                counts[parent] = 1
+                stack.append(parent)
+    return counts
 
 
 def _accumulate_leaf(tensor, grad, owned=False):
@@ -165,38 +165,44 @@ def _accumulate_leaf(tensor, grad, owned=False):
 
 
 def run_backward(root, grad, retain_graph=False):
-    """Backpropagate `grad` (an ndarray shaped like root) through root's graph."""
+    """Backpropagate `grad` (an ndarray shaped like root) through root's graph.
+
+    A node runs once every node that consumes its output has passed its gradient on (the
+    gradients arriving from several consumers are summed first), as in torch's engine.
+    """
     _tensor.materialise_deferred()  # before the optimizer step that usually follows changes the parameters
-    node = root.grad_fn
-    if node is None:
+    root_node = root.grad_fn
+    if root_node is None:
         _accumulate_leaf(root, grad)
         return
-    pending = {id(node): grad}
-    for node in _topological_order(node):
-        grad_out = pending.pop(id(node), None)
-        if grad_out is None:
-            continue
-        input_grads = node.function.backward(node, grad_out)
-        if not isinstance(input_grads, tuple):
-            input_grads = (input_grads,)
+    waiting = _dependencies(root_node)
+    pending = {root_node: grad}
+    ready = [root_node]
+    while ready:
+        node = ready.pop()
+        grad_out = pending.pop(node, None)
+        input_grads = ()
+        if grad_out is not None:  # else no gradient reached this node: nothing to run
+            input_grads = node.function.backward(node, grad_out)
+            if not isinstance(input_grads, tuple):
+                input_grads = (input_grads,)
+            if not retain_graph:
+                node.release()
+        fresh = node.function.fresh_input_grads
         for index, inp in node.edges:
-            g = input_grads[index]
-            if g is None:
-                continue
+            g = input_grads[index] if input_grads else None
             parent = inp.grad_fn
             if parent is None:
-                # Referenced only by input_grads, g and getrefcount's argument (and its memory by
-                # nothing else): the backward made it for this input alone, so it can become .grad.
-                owned = (sys.getrefcount(g) == 3 and (g.base is None or sys.getrefcount(g.base) == 2)
-                         and g.flags.c_contiguous and g.flags.writeable)
-                _accumulate_leaf(inp, g, owned)
+                if g is not None:
+                    _accumulate_leaf(inp, g, fresh)
                 continue
-            if inp._retains_grad:
-                _accumulate_leaf(inp, g)
-            key = id(parent)
-            pending[key] = g if key not in pending else pending[key] + g
-        if not retain_graph:
-            node.release()
+            if g is not None:
+                if inp._retains_grad:
+                    _accumulate_leaf(inp, g)
+                pending[parent] = g if parent not in pending else pending[parent] + g
+            waiting[parent] -= 1
+            if waiting[parent] == 0:
+                ready.append(parent)
 
 
 # tensor.py imports this module: its names are looked up at call time, whichever module loads first.

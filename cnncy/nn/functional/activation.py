@@ -21,6 +21,8 @@ def _contiguous(array):
 class ReLUFunction(Function):
     """max(x, 0); with `inplace` the result is written into x's array."""
 
+    fresh_input_grads = True  # backward allocates every gradient it returns
+
     @staticmethod
     def forward(ctx, x, inplace):
         source = _contiguous(x)
@@ -59,6 +61,8 @@ def _unrows(rows, shape, dim):
 
 class SoftmaxFunction(Function):
     """softmax (or log_softmax when `log`) along the normalized dimension `dim`."""
+
+    fresh_input_grads = True  # backward allocates every gradient it returns
 
     @staticmethod
     def forward(ctx, x, dim, log):

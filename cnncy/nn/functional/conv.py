@@ -17,6 +17,8 @@ class Conv2dFunction(Function):
     bottom/right only, for padding='same' with an even kernel (as torch pads).
     """
 
+    fresh_input_grads = True  # backward allocates every gradient it returns
+
     @staticmethod
     def forward(ctx, input, weight, bias, stride, padding, extra_padding):
         unbatched = input.ndim == 3

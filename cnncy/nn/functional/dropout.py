@@ -12,6 +12,8 @@ from ._validation import _FLOAT_DTYPES, check_tensor
 class DropoutFunction(Function):
     """x * noise, where noise holds 0 or 1 / (1 - p); with `inplace` the product goes into x's array."""
 
+    fresh_input_grads = True  # backward allocates every gradient it returns
+
     @staticmethod
     def forward(ctx, x, noise, inplace):
         ctx.save_for_backward(noise)

@@ -98,6 +98,8 @@ class ConvReluPool2dFunction(Function):
     gradient); without a graph to record it saves nothing.
     """
 
+    fresh_input_grads = True  # backward allocates every gradient it returns
+
     @staticmethod
     def forward(ctx, input, weight, bias, padding, pool, relu):
         unbatched = input.ndim == 3

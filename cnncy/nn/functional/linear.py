@@ -12,6 +12,8 @@ from ._validation import check_float_dtypes, check_tensor
 class LinearFunction(Function):
     """input @ weight^T + bias over the last axis of a validated input; weight is (O, I) or (I,)."""
 
+    fresh_input_grads = True  # backward allocates every gradient it returns
+
     @staticmethod
     def forward(ctx, input, weight, bias):
         in_features = input.shape[-1]

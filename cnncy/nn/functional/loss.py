@@ -73,6 +73,8 @@ class _ClassIndexLoss(Function):
     weigh, reduce and differentiate in one call each (see src/loss.pyx).
     """
 
+    fresh_input_grads = True  # backward allocates every gradient it returns
+
     @staticmethod
     def kernel_forward(ctx, rows, target, weight, losses, ignore_index, mean):
         """(loss, total weight) from the kernel; fills losses unless it is None."""

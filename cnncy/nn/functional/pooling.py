@@ -27,6 +27,8 @@ class MaxPool2dFunction(Function):
     list that receives the argmax array (shaped like the output), for return_indices.
     """
 
+    fresh_input_grads = True  # backward allocates every gradient it returns
+
     @staticmethod
     def forward(ctx, input, geometry, indices_sink):
         *window, out_h, out_w = geometry
@@ -54,6 +56,8 @@ class AvgPool2dFunction(Function):
 
     `geometry` is (kh, kw, sh, sw, ph, pw, out_h, out_w).
     """
+
+    fresh_input_grads = True  # backward allocates every gradient it returns
 
     @staticmethod
     def forward(ctx, input, geometry, count_include_pad, divisor_override):
