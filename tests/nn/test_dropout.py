@@ -122,3 +122,33 @@ def test_layer_follows_training_mode():
     assert layer(x) is x
     layer.train()
     assert (layer(x).numpy() == 0).any()
+
+
+def test_mask_is_the_same_for_any_thread_count(dtype, threads):
+    x = cnncy.tensor(np.ones((64, 32, 12, 12), dtype=dtype), requires_grad=True)
+    results = []
+    for count in (1, 2, 3):
+        threads(count)
+        cnncy.manual_seed(9)
+        out = F.dropout(x, 0.25)
+        out.sum().backward()
+        results.append((out.detach().numpy().copy(), x.grad.numpy().copy()))
+        x.grad = None
+    for out, grad in results[1:]:
+        np.testing.assert_array_equal(out, results[0][0])
+        np.testing.assert_array_equal(grad, results[0][1])
+    # the gradient is the mask: forward and backward regenerate the same one
+    np.testing.assert_array_equal(results[0][1], results[0][0])
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_strided_input_gets_the_mask_of_its_contiguous_copy(inplace):
+    base = np.arange(1, 601, dtype=np.float32).reshape(20, 30)
+    cnncy.manual_seed(4)
+    expected = F.dropout(cnncy.tensor(np.ascontiguousarray(base.T)), 0.5).numpy()
+    cnncy.manual_seed(4)
+    strided = cnncy.tensor(base).t()
+    out = F.dropout(strided, 0.5, inplace=inplace)
+    np.testing.assert_array_equal(out.numpy(), expected)
+    if inplace:
+        assert out is strided

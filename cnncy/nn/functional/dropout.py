@@ -1,8 +1,10 @@
-"""dropout, as torch.nn.functional.dropout: a Bernoulli mask from cnncy's generator."""
+"""dropout, as torch.nn.functional.dropout: a Bernoulli mask keyed by a seed from cnncy's generator."""
 import numbers
 
 import numpy as np
 
+from ..._dropout import dropout_apply
+from ..._threads import get_num_threads
 from ...autograd import Function
 from ...creation import default_generator
 from ._inplace import apply_inplace
@@ -10,29 +12,44 @@ from ._validation import _FLOAT_DTYPES, check_tensor
 
 
 class DropoutFunction(Function):
-    """x * noise, where noise holds 0 or 1 / (1 - p); with `inplace` the product goes into x's array."""
+    """x * noise, noise[i] = 0 or 1 / (1 - p) from (seed, i); with `inplace` the product goes into x's array.
+
+    Backward regenerates the mask from the seed, so nothing but the seed is saved.
+    """
 
     fresh_input_grads = True  # backward allocates every gradient it returns
 
     @staticmethod
-    def forward(ctx, x, noise, inplace):
-        ctx.save_for_backward(noise)
-        with np.errstate(invalid="ignore"):  # inf * 0 is nan, silently, as in torch
-            return np.multiply(x, noise, out=x if inplace else None)
+    def forward(ctx, x, seed, keep_below, scale, inplace):
+        ctx.mask = (seed, keep_below, scale)
+        if inplace and x.flags.c_contiguous:
+            return _apply_mask(x, x, ctx.mask)
+        out = _apply_mask(np.ascontiguousarray(x), np.empty(x.shape, x.dtype), ctx.mask)
+        if inplace:  # a strided view: the mask follows its logical (C) order, like every other input
+            x[...] = out
+            return x
+        return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        (noise,) = ctx.saved_tensors
-        return grad_out * noise, None, None
+        grad_out = np.ascontiguousarray(grad_out)
+        return _apply_mask(grad_out, np.empty(grad_out.shape, grad_out.dtype), ctx.mask), None, None, None, None
 
 
-def _noise(shape, dtype, p):
-    """Zeros with probability p, else 1 / (1 - p) computed in `dtype` as torch does."""
-    if p == 1:
-        return np.zeros(shape, dtype=dtype)  # torch multiplies by zero: NaN and inf stay NaN
-    keep = default_generator().random(shape, dtype=np.float32) < np.float32(1 - p)
-    scale = dtype.type(1) / dtype.type(1 - p)
-    return np.multiply(keep, scale, dtype=dtype)
+def _apply_mask(src, dst, mask):
+    """dst = src * noise in one parallel pass over flat views (src and dst are C-contiguous)."""
+    seed, keep_below, scale = mask
+    dropout_apply(src.reshape(-1), dst.reshape(-1), seed, keep_below, scale, get_num_threads())
+    return dst
+
+
+def _mask(dtype, p):
+    """(seed, keep_below, scale): a fresh seed from cnncy's generator, keep below (1 - p) * 2**53,
+    and 1 / (1 - p) computed in `dtype` as torch does (0 for p == 1, where torch multiplies by zero)."""
+    seed = int(default_generator().bit_generator.random_raw())
+    keep_below = int((1 - p) * 2.0**53)
+    scale = dtype.type(1) / dtype.type(1 - p) if p < 1 else dtype.type(0)
+    return seed, keep_below, scale
 
 
 def dropout(input, p=0.5, training=True, inplace=False):
@@ -44,7 +61,8 @@ def dropout(input, p=0.5, training=True, inplace=False):
         training: apply dropout; when False (or p == 0) input itself is returned. Default: True.
         inplace: write the result into input and return input. Default: False.
 
-    The mask comes from cnncy's global generator (cnncy.manual_seed), not torch's stream.
+    The mask comes from a seed drawn from cnncy's global generator (cnncy.manual_seed), not torch's
+    stream; it is the same for any thread count.
     """
     if not isinstance(p, numbers.Real) or not 0 <= p <= 1:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
@@ -53,7 +71,7 @@ def dropout(input, p=0.5, training=True, inplace=False):
         return input
     if input.dtype not in _FLOAT_DTYPES:
         raise RuntimeError(f"dropout: expected a float32 or float64 input, got {input.dtype}")
-    noise = _noise(input._array.shape, input.dtype, float(p))
+    mask = _mask(input.dtype, float(p))
     if inplace:
-        return apply_inplace("dropout_", DropoutFunction, input, noise, True)
-    return DropoutFunction.apply(input, noise, False)
+        return apply_inplace("dropout_", DropoutFunction, input, *mask, True)
+    return DropoutFunction.apply(input, *mask, False)
