@@ -118,15 +118,18 @@ class Function:
     def apply(cls, *args):
         # One pass over the arguments: this runs for every op, so it is kept lean.
         tensor_type = _tensor.Tensor
-        raw = list(args)
-        needs_input_grad = [False] * len(args)
-        edges = []
-        for index, a in enumerate(args):
+        raw, needs_input_grad, edges = [], [], []
+        index = 0
+        for a in args:
             if isinstance(a, tensor_type):
-                raw[index] = a._array
+                raw.append(a._array)
+                needs_input_grad.append(a._requires_grad)
                 if a._requires_grad:
-                    needs_input_grad[index] = True
                     edges.append((index, a))
+            else:
+                raw.append(a)
+                needs_input_grad.append(False)
+            index += 1
         record = _grad_enabled and bool(edges)
         ctx = Context(cls, edges if record else (), tuple(needs_input_grad))
         result = tensor_type._wrap(cls.forward(ctx, *raw), record)
@@ -154,11 +157,12 @@ def _dependencies(root_node):
 
 def _accumulate_leaf(tensor, grad, owned=False):
     """Add grad into tensor.grad; `owned`: no one else holds grad, so it may become tensor.grad uncopied."""
-    if grad.shape != tensor._array.shape:
-        raise RuntimeError(f"autograd: gradient of shape {grad.shape} for a tensor of shape {tensor.shape}")
+    array = tensor._array
+    if grad.shape != array.shape:
+        raise RuntimeError(f"autograd: gradient of shape {grad.shape} for a tensor of shape {array.shape}")
     if tensor.grad is None:
-        if not owned or grad.dtype != tensor.dtype:
-            grad = np.array(grad, dtype=tensor.dtype, copy=True)
+        if not owned or grad.dtype != array.dtype:
+            grad = np.array(grad, dtype=array.dtype, copy=True)
         tensor.grad = _tensor.Tensor._wrap(grad)
     else:
         tensor.grad._array += grad

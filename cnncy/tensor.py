@@ -244,11 +244,11 @@ class View(Function):
     @staticmethod
     def forward(ctx, a, shape):
         ctx.shape = a.shape
-        return np.reshape(a, shape)
+        return a.reshape(shape)
 
     @staticmethod
     def backward(ctx, grad):
-        return np.reshape(grad, ctx.shape), None
+        return grad.reshape(ctx.shape), None
 
 
 class Index(Function):

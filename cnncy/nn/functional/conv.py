@@ -59,8 +59,11 @@ class Conv2dFunction(Function):
 
 def _pair(name, value):
     """An int or a sequence of 1 or 2 ints -> a pair of ints, with torch's errors."""
+    # The exact types first: what nn.Conv2d (a pair) and most functional calls (an int) pass.
     if type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
-        return value  # what nn.Conv2d passes on every call: no slower checks needed
+        return value
+    if type(value) is int:
+        return value, value
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return int(value), int(value)
     if isinstance(value, (tuple, list)) and all(
@@ -87,9 +90,19 @@ def _resolve_padding(padding, stride, kernel_size):
             return tuple(t // 2 for t in totals), tuple(t % 2 for t in totals)
         raise RuntimeError(f"conv2d: Invalid padding string: '{padding}' (expected 'valid' or 'same')")
     pair = _pair("padding", padding)
-    if min(pair) < 0:
+    if pair[0] < 0 or pair[1] < 0:
         raise RuntimeError(f"conv2d: negative padding is not supported, got padding={list(pair)}")
     return pair, (0, 0)
+
+
+def _check_groups(groups):
+    """torch's errors for any groups but the int 1."""
+    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral):
+        raise TypeError(f"conv2d(): argument 'groups' must be int, not {type(groups).__name__}")
+    if groups <= 0:
+        raise RuntimeError("conv2d: non-positive groups is not supported")
+    if groups != 1:
+        raise NotImplementedError(f"conv2d: only groups=1 is supported, got groups={groups}")
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -111,43 +124,40 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     check_tensor("conv2d", "input", input)
     check_tensor("conv2d", "weight", weight)
     check_tensor("conv2d", "bias", bias, optional=True)
-    if input.ndim not in (3, 4):
+    input_shape, weight_shape = input.shape, weight.shape
+    if len(input_shape) not in (3, 4):
         raise RuntimeError(f"conv2d: Expected 3D (unbatched) or 4D (batched) input to conv2d, "
-                           f"but got input of size: {list(input.shape)}")
-    if weight.ndim != 4:
+                           f"but got input of size: {list(input_shape)}")
+    if len(weight_shape) != 4:
         raise RuntimeError(f"conv2d: expected weight to be 4-dimensional (out_channels, in_channels, "
-                           f"kH, kW), but got weight of size {list(weight.shape)}")
-    if type(groups) is not int and (isinstance(groups, bool) or not isinstance(groups, numbers.Integral)):
-        raise TypeError(f"conv2d(): argument 'groups' must be int, not {type(groups).__name__}")
-    if groups <= 0:
-        raise RuntimeError("conv2d: non-positive groups is not supported")
-    if groups != 1:
-        raise NotImplementedError(f"conv2d: only groups=1 is supported, got groups={groups}")
+                           f"kH, kW), but got weight of size {list(weight_shape)}")
+    if type(groups) is not int or groups != 1:
+        _check_groups(groups)
     dilation = _pair("dilation", dilation)
-    if min(dilation) <= 0:
-        raise RuntimeError("conv2d: dilation should be greater than zero")
     if dilation != (1, 1):
+        if dilation[0] <= 0 or dilation[1] <= 0:
+            raise RuntimeError("conv2d: dilation should be greater than zero")
         raise NotImplementedError(f"conv2d: only dilation=1 is supported, got dilation={list(dilation)}")
     stride = _pair("stride", stride)
-    if min(stride) <= 0:
+    if stride[0] <= 0 or stride[1] <= 0:
         raise RuntimeError(f"conv2d: non-positive stride is not supported, got stride={list(stride)}")
-    kernel_size = tuple(weight.shape[2:])
+    kernel_size = weight_shape[2:]
     padding, extra_padding = _resolve_padding(padding, stride, kernel_size)
-
-    batched_shape = tuple(input.shape) if input.ndim == 4 else (1, *input.shape)
-    if batched_shape[1] != weight.shape[1]:
-        raise RuntimeError(f"conv2d: Given groups=1, weight of size {list(weight.shape)}, expected "
-                           f"input{list(batched_shape)} to have {weight.shape[1]} channels, but got "
+    if input_shape[-3] != weight_shape[1]:
+        batched_shape = list(input_shape) if len(input_shape) == 4 else [1, *input_shape]
+        raise RuntimeError(f"conv2d: Given groups=1, weight of size {list(weight_shape)}, expected "
+                           f"input{batched_shape} to have {weight_shape[1]} channels, but got "
                            f"{batched_shape[1]} channels instead")
     check_float_dtypes("conv2d", input, weight, bias)
-    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
-        raise RuntimeError(f"conv2d: Given weight of size {list(weight.shape)}, expected bias to be "
-                           f"1-dimensional with {weight.shape[0]} elements, but got bias of size "
+    if bias is not None and bias.shape != (weight_shape[0],):
+        raise RuntimeError(f"conv2d: Given weight of size {list(weight_shape)}, expected bias to be "
+                           f"1-dimensional with {weight_shape[0]} elements, but got bias of size "
                            f"{list(bias.shape)} instead")
-    padded = [batched_shape[2 + d] + 2 * padding[d] + extra_padding[d] for d in range(2)]
-    if padded[0] < kernel_size[0] or padded[1] < kernel_size[1]:
-        raise RuntimeError(f"conv2d: Calculated padded input size per channel: ({padded[0]} x "
-                           f"{padded[1]}). Kernel size: ({kernel_size[0]} x {kernel_size[1]}). "
+    padded_h = input_shape[-2] + 2 * padding[0] + extra_padding[0]
+    padded_w = input_shape[-1] + 2 * padding[1] + extra_padding[1]
+    if padded_h < kernel_size[0] or padded_w < kernel_size[1]:
+        raise RuntimeError(f"conv2d: Calculated padded input size per channel: ({padded_h} x "
+                           f"{padded_w}). Kernel size: ({kernel_size[0]} x {kernel_size[1]}). "
                            f"Kernel size can't be greater than actual input size")
     compute = lambda: Conv2dFunction.apply(input, weight, bias, stride, padding, extra_padding)  # noqa: E731
     # Computed when first needed, unless a relu/max_pool2d fuses it first (see fusion.py).

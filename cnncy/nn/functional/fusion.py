@@ -44,8 +44,8 @@ def _records_graph(input, weight, bias):
 class DeferredConv2d(DeferredTensor):
     """conv2d(input, weight, bias, padding) with stride 1, and ReLU after it if `relu`, not computed yet."""
 
-    def __init__(self, compute, input, weight, bias, padding, relu, shape):
-        super().__init__(compute, shape, input.dtype, _records_graph(input, weight, bias))
+    def __init__(self, compute, input, weight, bias, padding, relu, shape, requires_grad):
+        super().__init__(compute, shape, input.dtype, requires_grad)
         self.conv_args = (input, weight, bias, padding)
         self.relu = relu
 
@@ -54,14 +54,15 @@ def defer_conv2d(compute, input, weight, bias, stride, padding, extra_padding):
     """A DeferredConv2d for a validated conv2d call, or None where the fused kernel cannot take it.
 
     `compute()` runs the conv2d."""
-    channels, kernel_h, kernel_w = weight.shape[1:]
     if stride != (1, 1) or extra_padding != (0, 0) or isinstance(input, DeferredTensor):
         return None
-    if channels * kernel_h * kernel_w > MAX_FUSED_TAPS and _records_graph(input, weight, bias):
+    out_channels, channels, kernel_h, kernel_w = weight.shape
+    records_graph = _records_graph(input, weight, bias)
+    if channels * kernel_h * kernel_w > MAX_FUSED_TAPS and records_graph:
         return None
     *batch, _, height, width = input.shape
-    shape = (*batch, weight.shape[0], height + 2 * padding[0] - kernel_h + 1, width + 2 * padding[1] - kernel_w + 1)
-    return DeferredConv2d(compute, input, weight, bias, padding, False, shape)
+    shape = (*batch, out_channels, height + 2 * padding[0] - kernel_h + 1, width + 2 * padding[1] - kernel_w + 1)
+    return DeferredConv2d(compute, input, weight, bias, padding, False, shape, records_graph)
 
 
 def defer_relu(input, inplace, relu_of):
@@ -75,7 +76,7 @@ def defer_relu(input, inplace, relu_of):
         input._compute = lambda: relu_of(compute_conv())
         input.relu = True
         return input
-    return DeferredConv2d(lambda: relu_of(input), *input.conv_args, True, input.shape)
+    return DeferredConv2d(lambda: relu_of(input), *input.conv_args, True, input.shape, input._requires_grad)
 
 
 def fused_max_pool2d(input, kernel, stride, padding, dilation, ceil_mode, return_indices):

@@ -87,6 +87,8 @@ def _is_int(value):
 
 def _pair(op, name, value, position, default=None):
     """An int or a sequence of 1 or 2 ints -> (a, b), with torch's errors; None/() -> default."""
+    if type(value) is int:  # what most calls pass (nn.MaxPool2d keeps its arguments as given)
+        return value, value
     if default is not None and (value is None or (isinstance(value, (tuple, list)) and not value)):
         return default
     if _is_int(value):
