@@ -68,8 +68,10 @@ cdef enum:
     MAX_LANES = 16       # BLOCK_BYTES // sizeof(float32): the most pooled columns in one block
     MAX_WINDOW = 127     # pool windows up to this size: the argmax fits in int8
 
-# Below this many multiply-adds a parallel region costs more than it saves.
-cdef Py_ssize_t PARALLEL_MIN_WORK = 1 << 17
+# Below this many multiply-adds (about 20 us of work) one thread is faster: a parallel region costs
+# 2-7 us on this shared 2-core machine (with OMP_WAIT_POLICY=passive about 30 us), and a worker that
+# the scheduler has parked stalls it for a time slice.  SimpleCNN: batch 4 (0.9 M) runs serially.
+cdef Py_ssize_t PARALLEL_MIN_WORK = 1 << 20
 # The weight/bias gradient sums over at most this many batch chunks.
 cdef Py_ssize_t MAX_BATCH_CHUNKS = 16
 
@@ -257,6 +259,26 @@ cdef void forward_image(const floating* planes, const Py_ssize_t* taps, const fl
                                     p.argmax_width, p.PH * p.argmax_width)
 
 
+cdef int forward_images(const floating* x, Py_ssize_t first, Py_ssize_t end, const Py_ssize_t* taps,
+                        const floating* packed_weight, const floating* packed_bias, const Plan* p,
+                        floating* out, signed char* argmax, bint relu) noexcept nogil:
+    """The fused forward of images first..end-1 through phase planes of their own; 1 if out of memory."""
+    cdef Py_ssize_t image_size = p.C * p.H * p.W
+    cdef Py_ssize_t out_image = p.O * p.PH * p.PW
+    cdef Py_ssize_t argmax_image = p.O * p.PH * p.argmax_width
+    cdef void* planes_memory = malloc(p.plane_size * sizeof(floating) + BLOCK_BYTES)
+    cdef floating* planes = <floating*> align_block(planes_memory)
+    cdef Py_ssize_t n
+    if planes_memory == NULL:
+        return 1
+    for n in range(first, end):
+        copy_planes(<floating*> x + n * image_size, planes, p, True)
+        forward_image(planes, taps, packed_weight, packed_bias, p, out + n * out_image,
+                      argmax + n * argmax_image if argmax != NULL else NULL, relu)
+    free(planes_memory)
+    return 0
+
+
 def conv_relu_pool_forward(floating[:, :, :, ::1] x, floating[:, :, :, ::1] weight, floating[::1] bias,
                            floating[:, :, :, ::1] out, signed char[:, :, :, ::1] argmax,
                            int pad_h, int pad_w, int pool_h, int pool_w, bint relu, int num_threads):
@@ -266,20 +288,17 @@ def conv_relu_pool_forward(floating[:, :, :, ::1] x, floating[:, :, :, ::1] weig
     receives each window's winning position (row-major within the window), -1 where ReLU blocks the
     gradient; pass None for inference."""
     cdef Plan p = plan_for(x, weight, out, argmax, pad_h, pad_w, pool_h, pool_w, "conv_relu_pool_forward")
-    cdef Py_ssize_t N = x.shape[0], n
+    cdef Py_ssize_t N = x.shape[0], part
     cdef Py_ssize_t channel_blocks = (p.O + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK
     cdef int threads = choose_threads(N * p.O * p.K * p.PH * p.PW * p.window, N, num_threads)
     cdef const floating* bias_data = NULL if bias is None else &bias[0]
     cdef signed char* argmax_data = NULL if argmax is None else &argmax[0, 0, 0, 0]
-    cdef Py_ssize_t out_image = p.O * p.PH * p.PW
     cdef Py_ssize_t* taps
     cdef floating* packed_weight
     cdef floating* packed_bias
-    cdef void* planes_memory = NULL
-    cdef floating* planes = NULL
     cdef int failed = 0
     cdef int* failed_flag = &failed
-    if N == 0 or out_image == 0:
+    if N == 0 or p.O * p.PH * p.PW == 0:
         return
     taps = <Py_ssize_t*> malloc(p.window * p.K_padded * sizeof(Py_ssize_t))
     packed_weight = <floating*> malloc(channel_blocks * CHANNEL_BLOCK * p.K * sizeof(floating))
@@ -289,19 +308,15 @@ def conv_relu_pool_forward(floating[:, :, :, ::1] x, floating[:, :, :, ::1] weig
     else:
         fill_taps(&p, taps)
         pack_weights(&weight[0, 0, 0, 0], bias_data, &p, packed_weight, packed_bias)
-        with nogil, parallel(num_threads=threads):
-            planes_memory = malloc(p.plane_size * sizeof(floating) + BLOCK_BYTES)
-            planes = <floating*> align_block(planes_memory)
-            if planes_memory == NULL:
-                failed_flag[0] = 1
-            for n in prange(N, schedule="static"):
-                if planes_memory == NULL:
-                    continue
-                copy_planes(&x[n, 0, 0, 0], planes, &p, True)
-                forward_image(planes, taps, packed_weight, packed_bias, &p, &out[n, 0, 0, 0],
-                              argmax_data + n * p.O * p.PH * p.argmax_width if argmax_data != NULL else NULL,
-                              relu)
-            free(planes_memory)
+        if threads == 1:  # no parallel region for small work
+            with nogil:
+                failed = forward_images(&x[0, 0, 0, 0], 0, N, taps, packed_weight, packed_bias, &p,
+                                        &out[0, 0, 0, 0], argmax_data, relu)
+        else:
+            for part in prange(threads, nogil=True, schedule="static", num_threads=threads):
+                if forward_images(&x[0, 0, 0, 0], part * N // threads, (part + 1) * N // threads, taps,
+                                  packed_weight, packed_bias, &p, &out[0, 0, 0, 0], argmax_data, relu):
+                    failed_flag[0] = 1
     free(taps)
     free(packed_weight)
     free(packed_bias)
@@ -375,6 +390,61 @@ cdef void add_chunks(const floating* chunks, Py_ssize_t chunk_count, Py_ssize_t 
             total[i] += chunks[chunk * size + i]
 
 
+cdef int backward_chunks(const floating* x, const floating* grad_out, const signed char* argmax, Py_ssize_t N,
+                         Py_ssize_t chunk_size, Py_ssize_t first_chunk, Py_ssize_t end_chunk,
+                         const Py_ssize_t* taps, const floating* weight_t, const Plan* p, bint want_weight,
+                         floating* grad_x, floating* weight_sums, floating* bias_sums) noexcept nogil:
+    """Chunks first_chunk..end_chunk-1 of the batch: each chunk's weight and bias gradient sums into its
+    own slots of weight_sums / bias_sums, and its images' input gradients (unless grad_x is NULL).
+    Returns 1 if out of memory."""
+    cdef Py_ssize_t image_size = p.C * p.H * p.W
+    cdef Py_ssize_t grad_image = p.O * p.PH * p.PW
+    cdef Py_ssize_t argmax_image = p.O * p.PH * p.argmax_width
+    cdef Py_ssize_t spread_image = p.PH * p.blocks * p.window * p.lanes
+    # Scratch, in elements: phase planes of a chunk's images, their spread gradients ([channel][image]
+    # blocks), per-channel bias lanes, and the planes of one input gradient.
+    cdef Py_ssize_t planes_size = chunk_size * p.plane_size
+    cdef Py_ssize_t spread_size = p.O * chunk_size * spread_image
+    cdef Py_ssize_t scratch_size = planes_size + spread_size + p.O * p.lanes + (p.plane_size if grad_x != NULL else 0)
+    cdef void* scratch_memory = malloc(scratch_size * sizeof(floating) + BLOCK_BYTES)
+    cdef const floating** block_inputs = <const floating**> malloc(chunk_size * p.PH * p.blocks * sizeof(floating*))
+    cdef floating* planes = <floating*> align_block(scratch_memory)
+    cdef floating* spread = planes + planes_size
+    cdef floating* bias_lanes = spread + spread_size
+    cdef floating* grad_planes = bias_lanes + p.O * p.lanes
+    cdef Py_ssize_t chunk, first, images, i, o, py, b, n
+    if scratch_memory == NULL or block_inputs == NULL:
+        free(scratch_memory)
+        free(block_inputs)
+        return 1
+    for chunk in range(first_chunk, end_chunk):
+        first = chunk * chunk_size
+        images = min(chunk_size, N - first)
+        memset(bias_lanes, 0, p.O * p.lanes * sizeof(floating))
+        for i in range(images):
+            n = first + i
+            copy_planes(<floating*> x + n * image_size, planes + i * p.plane_size, p, True)
+            for py in range(p.PH):
+                for b in range(p.blocks):
+                    block_inputs[(i * p.PH + py) * p.blocks + b] = block_start(planes + i * p.plane_size, p, py, b)
+            for o in range(p.O):
+                spread_channel(grad_out + n * grad_image + o * p.PH * p.PW,
+                               argmax + n * argmax_image + o * p.PH * p.argmax_width, p,
+                               spread + (o * chunk_size + i) * spread_image, bias_lanes + o * p.lanes)
+        for o in range(p.O):
+            bias_sums[chunk * p.O + o] = lane_total(bias_lanes + o * p.lanes, p.lanes)
+            if want_weight:
+                weight_grad_channel(block_inputs, images * p.PH * p.blocks, spread + o * chunk_size * spread_image,
+                                    taps, p, weight_sums + (chunk * p.O + o) * p.K)
+        if grad_x != NULL:
+            for i in range(images):
+                input_grad_image(spread + i * spread_image, chunk_size * spread_image, taps, weight_t, p,
+                                 grad_planes, grad_x + (first + i) * image_size)
+    free(scratch_memory)
+    free(block_inputs)
+    return 0
+
+
 def conv_relu_pool_backward(floating[:, :, :, ::1] x, floating[:, :, :, ::1] weight,
                             floating[:, :, :, ::1] grad_out, signed char[:, :, :, ::1] argmax not None,
                             floating[:, :, :, ::1] grad_x, floating[:, :, :, ::1] grad_weight,
@@ -387,29 +457,18 @@ def conv_relu_pool_backward(floating[:, :, :, ::1] x, floating[:, :, :, ::1] wei
     cdef Py_ssize_t N = x.shape[0]
     cdef Py_ssize_t chunk_count = min(N, MAX_BATCH_CHUNKS)
     cdef Py_ssize_t chunk_size = (N + chunk_count - 1) // chunk_count if chunk_count else 0
-    cdef Py_ssize_t spread_image = p.PH * p.blocks * p.window * p.lanes
     cdef bint want_x = grad_x is not None
     cdef bint want_weight = grad_weight is not None
     cdef bint want_bias = grad_bias is not None
-    # One thread's scratch, in elements: phase planes of a chunk's images, their spread gradients
-    # ([channel][image] blocks), per-channel bias lanes, and the planes of one input gradient.
-    cdef Py_ssize_t planes_size = chunk_size * p.plane_size
-    cdef Py_ssize_t spread_size = p.O * chunk_size * spread_image
-    cdef Py_ssize_t scratch_size = planes_size + spread_size + p.O * p.lanes + (p.plane_size if want_x else 0)
+    cdef floating* grad_x_data = &grad_x[0, 0, 0, 0] if want_x else NULL
     cdef int threads
     cdef int failed = 0
     cdef int* failed_flag = &failed
-    cdef Py_ssize_t chunk, first, images, i, o, py, b
+    cdef Py_ssize_t part
     cdef Py_ssize_t* taps = NULL
     cdef floating* weight_t = NULL
     cdef floating* weight_sums = NULL
     cdef floating* bias_sums = NULL
-    cdef void* scratch_memory = NULL
-    cdef floating* planes = NULL
-    cdef floating* spread = NULL
-    cdef floating* bias_lanes = NULL
-    cdef floating* grad_planes = NULL
-    cdef const floating** block_inputs = NULL
 
     if chunk_count == 0 or p.O * p.PH * p.PW == 0 or not (want_x or want_weight or want_bias):
         if want_weight:
@@ -430,41 +489,17 @@ def conv_relu_pool_backward(floating[:, :, :, ::1] x, floating[:, :, :, ::1] wei
     else:
         fill_taps(&p, taps)
         transpose_weights(&weight[0, 0, 0, 0], &p, weight_t)
-        with nogil, parallel(num_threads=threads):
-            scratch_memory = malloc(scratch_size * sizeof(floating) + BLOCK_BYTES)
-            planes = <floating*> align_block(scratch_memory)
-            spread = planes + planes_size
-            bias_lanes = spread + spread_size
-            grad_planes = bias_lanes + p.O * p.lanes
-            block_inputs = <const floating**> malloc(chunk_size * p.PH * p.blocks * sizeof(floating*))
-            if scratch_memory == NULL or block_inputs == NULL:
-                failed_flag[0] = 1
-            for chunk in prange(chunk_count, schedule="static"):
-                if failed_flag[0]:
-                    continue
-                first = chunk * chunk_size
-                images = min(chunk_size, N - first)
-                memset(bias_lanes, 0, p.O * p.lanes * sizeof(floating))
-                for i in range(images):
-                    copy_planes(&x[first + i, 0, 0, 0], planes + i * p.plane_size, &p, True)
-                    for py in range(p.PH):
-                        for b in range(p.blocks):
-                            block_inputs[(i * p.PH + py) * p.blocks + b] = block_start(
-                                planes + i * p.plane_size, &p, py, b)
-                    for o in range(p.O):
-                        spread_channel(&grad_out[first + i, o, 0, 0], &argmax[first + i, o, 0, 0], &p,
-                                       spread + (o * chunk_size + i) * spread_image, bias_lanes + o * p.lanes)
-                for o in range(p.O):
-                    bias_sums[chunk * p.O + o] = lane_total(bias_lanes + o * p.lanes, p.lanes)
-                    if want_weight:
-                        weight_grad_channel(block_inputs, images * p.PH * p.blocks, spread + o * chunk_size * spread_image,
-                                            taps, &p, weight_sums + (chunk * p.O + o) * p.K)
-                if want_x:
-                    for i in range(images):
-                        input_grad_image(spread + i * spread_image, chunk_size * spread_image, taps, weight_t, &p,
-                                         grad_planes, &grad_x[first + i, 0, 0, 0])
-            free(scratch_memory)
-            free(block_inputs)
+        if threads == 1:  # no parallel region for small work
+            with nogil:
+                failed = backward_chunks(&x[0, 0, 0, 0], &grad_out[0, 0, 0, 0], &argmax[0, 0, 0, 0], N, chunk_size,
+                                         0, chunk_count, taps, weight_t, &p, want_weight, grad_x_data,
+                                         weight_sums, bias_sums)
+        else:
+            for part in prange(threads, nogil=True, schedule="static", num_threads=threads):
+                if backward_chunks(&x[0, 0, 0, 0], &grad_out[0, 0, 0, 0], &argmax[0, 0, 0, 0], N, chunk_size,
+                                   part * chunk_count // threads, (part + 1) * chunk_count // threads, taps,
+                                   weight_t, &p, want_weight, grad_x_data, weight_sums, bias_sums):
+                    failed_flag[0] = 1
         if not failed:
             if want_weight:
                 add_chunks(weight_sums, chunk_count, p.O * p.K, &grad_weight[0, 0, 0, 0])
