@@ -4,6 +4,7 @@
     import cnncy.nn as nn
     import cnncy.optim as optim
 """
+from . import _openmp_env  # noqa: F401  (first: it sets the OpenMP wait policy before the runtime loads)
 from ._memory import tune_malloc
 from ._parallel import build_arch, openmp_enabled
 from ._threads import get_num_threads, set_num_threads

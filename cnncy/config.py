@@ -4,6 +4,7 @@ import platform
 import numpy as np
 
 from ._memory import malloc_tuned
+from ._openmp_env import wait_policy
 from ._parallel import build_arch, openmp_enabled
 from ._threads import get_num_threads
 
@@ -29,6 +30,7 @@ def config():
         "cpu_simd": _cpu_simd(),
         "openmp": openmp_enabled(),
         "num_threads": get_num_threads(),
+        "omp_wait": wait_policy(),
         "malloc_tuned": malloc_tuned(),
         "numpy": np.__version__,
         "python": platform.python_version(),
