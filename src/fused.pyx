@@ -39,6 +39,7 @@ cdef extern from "fused_blocks.h":
         BLOCK_BYTES "CNNCY_BLOCK_BYTES"
         CHANNEL_BLOCK "CNNCY_CHANNEL_BLOCK"
         TAP_BLOCK "CNNCY_TAP_BLOCK"
+        GRAD_CHANNELS "CNNCY_GRAD_CHANNELS"
     void window_max_rows_f32(const float* inputs, Py_ssize_t input_row, Py_ssize_t rows, const Py_ssize_t* taps,
                              Py_ssize_t taps_stride, Py_ssize_t K, Py_ssize_t window, const float* weight,
                              const float* bias, int relu, int channels, int count, float* out, Py_ssize_t out_row,
@@ -54,9 +55,11 @@ cdef extern from "fused_blocks.h":
     void spread_rows_f64(const double* grad, Py_ssize_t rows, Py_ssize_t columns, const signed char* argmax,
                          Py_ssize_t argmax_width, Py_ssize_t window, double* spread, double* bias_sum) noexcept nogil
     void spread_dot_f32(const float* const* inputs, Py_ssize_t blocks, const Py_ssize_t* taps,
-                        Py_ssize_t taps_stride, Py_ssize_t window, const float* spread, float* total) noexcept nogil
+                        Py_ssize_t taps_stride, Py_ssize_t window, const float* spread, Py_ssize_t channel_stride,
+                        int channels, float* total, Py_ssize_t total_stride) noexcept nogil
     void spread_dot_f64(const double* const* inputs, Py_ssize_t blocks, const Py_ssize_t* taps,
-                        Py_ssize_t taps_stride, Py_ssize_t window, const double* spread, double* total) noexcept nogil
+                        Py_ssize_t taps_stride, Py_ssize_t window, const double* spread, Py_ssize_t channel_stride,
+                        int channels, double* total, Py_ssize_t total_stride) noexcept nogil
     void input_grad_block_f32(float* grad_inputs, const Py_ssize_t* taps, Py_ssize_t taps_stride, Py_ssize_t window,
                               const float* weight_t, Py_ssize_t channels, const float* spread,
                               Py_ssize_t channel_stride) noexcept nogil
@@ -335,19 +338,28 @@ cdef inline void spread_channel(const floating* grad_out, const signed char* arg
         spread_rows_f64(grad_out, p.PH, p.PW, argmax, p.argmax_width, p.window, spread, bias_sum)
 
 
-cdef void weight_grad_channel(const floating* const* block_inputs, Py_ssize_t blocks, const floating* spread,
-                              const Py_ssize_t* taps, const Plan* p, floating* grad_weight) noexcept nogil:
-    """grad_weight[k] = the sum over `blocks` column blocks of spread * tap k, for one output channel."""
-    cdef floating total[TAP_BLOCK]
+cdef void weight_grad_channels(const floating* const* block_inputs, Py_ssize_t blocks, const floating* spread,
+                               Py_ssize_t channel_stride, int channels, const Py_ssize_t* taps, const Plan* p,
+                               floating* grad_weight) noexcept nogil:
+    """grad_weight[c * K + k] = the sum over `blocks` column blocks of channel c's spread * tap k, for
+    `channels` <= GRAD_CHANNELS output channels (channel c's spread at spread + c * channel_stride)."""
+    cdef floating total[GRAD_CHANNELS * TAP_BLOCK]
     cdef Py_ssize_t kb, k0, t
+    cdef int c
+    # The block always reads GRAD_CHANNELS channels' spread: past the last channel it rereads channel 0's.
+    if channels < GRAD_CHANNELS:
+        channel_stride = 0
     for kb in range(p.K_padded // TAP_BLOCK):
         k0 = kb * TAP_BLOCK
         if floating is float:
-            spread_dot_f32(block_inputs, blocks, taps + k0, p.K_padded, p.window, spread, total)
+            spread_dot_f32(block_inputs, blocks, taps + k0, p.K_padded, p.window, spread, channel_stride,
+                           channels, total, TAP_BLOCK)
         else:
-            spread_dot_f64(block_inputs, blocks, taps + k0, p.K_padded, p.window, spread, total)
-        for t in range(min(<Py_ssize_t> TAP_BLOCK, p.K - k0)):
-            grad_weight[k0 + t] = total[t]
+            spread_dot_f64(block_inputs, blocks, taps + k0, p.K_padded, p.window, spread, channel_stride,
+                           channels, total, TAP_BLOCK)
+        for c in range(channels):
+            for t in range(min(<Py_ssize_t> TAP_BLOCK, p.K - k0)):
+                grad_weight[c * p.K + k0 + t] = total[c * TAP_BLOCK + t]
 
 
 cdef void input_grad_image(const floating* spread, Py_ssize_t channel_stride, const Py_ssize_t* taps,
@@ -412,7 +424,7 @@ cdef int backward_chunks(const floating* x, const floating* grad_out, const sign
     cdef floating* spread = planes + planes_size
     cdef floating* bias_lanes = spread + spread_size
     cdef floating* grad_planes = bias_lanes + p.O * p.lanes
-    cdef Py_ssize_t chunk, first, images, i, o, py, b, n
+    cdef Py_ssize_t chunk, first, images, i, o, ob, py, b, n
     if scratch_memory == NULL or block_inputs == NULL:
         free(scratch_memory)
         free(block_inputs)
@@ -433,9 +445,12 @@ cdef int backward_chunks(const floating* x, const floating* grad_out, const sign
                                spread + (o * chunk_size + i) * spread_image, bias_lanes + o * p.lanes)
         for o in range(p.O):
             bias_sums[chunk * p.O + o] = lane_total(bias_lanes + o * p.lanes, p.lanes)
-            if want_weight:
-                weight_grad_channel(block_inputs, images * p.PH * p.blocks, spread + o * chunk_size * spread_image,
-                                    taps, p, weight_sums + (chunk * p.O + o) * p.K)
+        if want_weight:
+            for ob in range((p.O + GRAD_CHANNELS - 1) // GRAD_CHANNELS):
+                o = ob * GRAD_CHANNELS
+                weight_grad_channels(block_inputs, images * p.PH * p.blocks, spread + o * chunk_size * spread_image,
+                                     chunk_size * spread_image, <int> min(<Py_ssize_t> GRAD_CHANNELS, p.O - o), taps,
+                                     p, weight_sums + (chunk * p.O + o) * p.K)
         if grad_x != NULL:
             for i in range(images):
                 input_grad_image(spread + i * spread_image, chunk_size * spread_image, taps, weight_t, p,

@@ -5,6 +5,9 @@
 
 #define CNNCY_CHANNEL_BLOCK 8  /* output channels per forward block: 8 independent FMA chains */
 #define CNNCY_TAP_BLOCK 9      /* kernel taps per weight-gradient block: 9 FMA chains, 3x3 kernels exact */
+/* Output channels per weight-gradient block: 2 x 9 accumulators and 9 input vectors fill AVX-512's 32
+ * registers; each input load then feeds 2 multiply-adds (SimpleCNN's backward was load-bound). */
+#define CNNCY_GRAD_CHANNELS 2
 
 #define SIMD_TEMPLATE "fused_blocks_impl.h"
 #include "simd.h"

@@ -112,31 +112,43 @@ static inline void NAME(spread_rows)(const REAL* grad, ptrdiff_t rows, ptrdiff_t
     NAME(store)(bias_sum, passed);
 }
 
-/* The weight gradient of CNNCY_TAP_BLOCK taps of one output channel: total[t] = the sum over blocks
- * of sum over window positions pos of spread[pos] * (tap t of pos), lane by lane, then across the
- * lanes in a fixed order.  Block i reads its inputs at inputs[i], its spread at
- * spread + i * window * lanes, and tap t of window position pos at inputs[i] + taps[pos * taps_stride + t]. */
+/* The weight gradient of CNNCY_TAP_BLOCK taps of CNNCY_GRAD_CHANNELS output channels: for channel c,
+ * total[c * total_stride + t] = the sum over blocks of sum over window positions pos of
+ * spread_c[pos] * (tap t of pos), lane by lane, then across the lanes in a fixed order.  Block i reads
+ * its inputs at inputs[i], channel c's spread at spread + c * channel_stride + i * window * lanes, and
+ * tap t of window position pos at inputs[i] + taps[pos * taps_stride + t].  The channels share each
+ * load of the inputs (one load per tap feeds CNNCY_GRAD_CHANNELS multiply-adds).  Only the first
+ * `channels` are stored; the others must still be readable spread (any channel's will do). */
 static inline void NAME(spread_dot)(const REAL* const* inputs, ptrdiff_t blocks, const ptrdiff_t* taps,
-                                    ptrdiff_t taps_stride, ptrdiff_t window, const REAL* spread, REAL* total)
+                                    ptrdiff_t taps_stride, ptrdiff_t window, const REAL* spread,
+                                    ptrdiff_t channel_stride, int channels, REAL* total, ptrdiff_t total_stride)
 {
     const ptrdiff_t lanes = CNNCY_BLOCK_BYTES / sizeof(REAL);
-    NAME(vec) sum[CNNCY_TAP_BLOCK];
+    NAME(vec) sum[CNNCY_GRAD_CHANNELS][CNNCY_TAP_BLOCK];
     ptrdiff_t offset[CNNCY_TAP_BLOCK];
-    for (int t = 0; t < CNNCY_TAP_BLOCK; t++)
-        sum[t] = NAME(splat)(0);
-    /* Window positions outermost, so that the tap offsets stay in registers. */
+    for (int c = 0; c < CNNCY_GRAD_CHANNELS; c++)
+        for (int t = 0; t < CNNCY_TAP_BLOCK; t++)
+            sum[c][t] = NAME(splat)(0);
+    /* Window positions outermost, so that the tap offsets stay in registers; every sum[c][t] adds
+     * its products in the same order as with one channel at a time. */
     for (ptrdiff_t pos = 0; pos < window; pos++) {
         for (int t = 0; t < CNNCY_TAP_BLOCK; t++)
             offset[t] = taps[pos * taps_stride + t];
         for (ptrdiff_t i = 0; i < blocks; i++) {
-            NAME(vec) g = NAME(load)(spread + (i * window + pos) * lanes);
             const REAL* block_inputs = inputs[i];
+            NAME(vec) x[CNNCY_TAP_BLOCK];
             for (int t = 0; t < CNNCY_TAP_BLOCK; t++)
-                sum[t] += g * NAME(load)(block_inputs + offset[t]);
+                x[t] = NAME(load)(block_inputs + offset[t]);
+            for (int c = 0; c < CNNCY_GRAD_CHANNELS; c++) {
+                NAME(vec) g = NAME(load)(spread + c * channel_stride + (i * window + pos) * lanes);
+                for (int t = 0; t < CNNCY_TAP_BLOCK; t++)
+                    sum[c][t] += g * x[t];
+            }
         }
     }
-    for (int t = 0; t < CNNCY_TAP_BLOCK; t++)
-        total[t] = NAME(lane_sum)(sum[t]);
+    for (int c = 0; c < channels; c++)
+        for (int t = 0; t < CNNCY_TAP_BLOCK; t++)
+            total[c * total_stride + t] = NAME(lane_sum)(sum[c][t]);
 }
 
 /* The input gradient of one block, by running the convolution backwards: for each window position
