@@ -717,7 +717,8 @@ class Tensor:
             if self._array.size != 1:
                 raise RuntimeError(f"grad can be implicitly created only for scalar outputs "
                                    f"(the tensor has shape {tuple(self.shape)}); pass a gradient")
-            grad = np.ones(self._array.shape, dtype=self.dtype)
+            grad = np.empty(self._array.shape, dtype=self._array.dtype)
+            grad.fill(1)  # not np.ones: a Python-level wrapper, slower for this one value
         else:
             grad = gradient._array if isinstance(gradient, Tensor) else np.asarray(gradient)
             if grad.shape != self._array.shape:

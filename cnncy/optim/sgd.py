@@ -63,14 +63,19 @@ class SGD(Optimizer):
             group.setdefault("fused", None)
 
     def _init_group(self, group, params, grads, momentum_buffer_list):
+        """Collect the group's parameters that have a gradient; True if one of them has no momentum buffer yet."""
         with_momentum = group["momentum"] != 0
         state = self.state
+        missing = False
         for p in group["params"]:
             if p.grad is not None:
                 params.append(p)
                 grads.append(p.grad)
                 if with_momentum:
-                    momentum_buffer_list.append(state[p].get("momentum_buffer") if p in state else None)
+                    buffer = state[p].get("momentum_buffer") if p in state else None
+                    missing = missing or buffer is None
+                    momentum_buffer_list.append(buffer)
+        return missing
 
     def step(self, closure=None):
         """Perform a single optimization step.
@@ -84,8 +89,7 @@ class SGD(Optimizer):
                 loss = closure()
         for group in self.param_groups:
             params, grads, momentum_buffer_list = [], [], []
-            self._init_group(group, params, grads, momentum_buffer_list)
-            missing = group["momentum"] != 0 and _any_none(momentum_buffer_list)
+            missing = self._init_group(group, params, grads, momentum_buffer_list)
             sgd(params, grads, momentum_buffer_list, weight_decay=group["weight_decay"],
                 momentum=group["momentum"], lr=group["lr"], dampening=group["dampening"],
                 nesterov=group["nesterov"], maximize=group["maximize"])
@@ -93,10 +97,6 @@ class SGD(Optimizer):
                 for p, momentum_buffer in zip(params, momentum_buffer_list):
                     self.state[p]["momentum_buffer"] = momentum_buffer
         return loss
-
-
-def _any_none(values):
-    return any(value is None for value in values)  # not `None in values`: Tensor's == is elementwise
 
 
 def sgd(params, d_p_list, momentum_buffer_list, *, weight_decay, momentum, lr, dampening,
@@ -110,8 +110,10 @@ def sgd(params, d_p_list, momentum_buffer_list, *, weight_decay, momentum, lr, d
     num_threads = get_num_threads()
     buffers = fresh = None
     if momentum != 0:
-        if _any_none(momentum_buffer_list):
-            fresh = [buffer is None for buffer in momentum_buffer_list]
+        fresh = [buffer is None for buffer in momentum_buffer_list]
+        if True not in fresh:
+            fresh = None
+        else:
             for i, param in enumerate(params):
                 if fresh[i]:
                     momentum_buffer_list[i] = Tensor._wrap(np.empty_like(param._array, order="C"))

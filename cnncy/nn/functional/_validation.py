@@ -23,14 +23,14 @@ def check_tensor(op, name, value, optional=False):
         raise TypeError(f"{op}(): argument '{name}' must be Tensor, not {type(value).__name__}")
 
 
-def check_float_dtypes(op, input, weight, bias):
-    """RuntimeError unless input, weight and bias share one float dtype (float32 or float64)."""
-    if input.dtype != weight.dtype:
-        raise RuntimeError(f"{op}: Input type ({torch_dtype_name(input.dtype)}) and weight type "
-                           f"({torch_dtype_name(weight.dtype)}) should be the same")
-    if bias is not None and bias.dtype != input.dtype:
-        raise RuntimeError(f"{op}: Input type ({torch_dtype_name(input.dtype)}) and bias type "
-                           f"({torch_dtype_name(bias.dtype)}) should be the same")
-    if input.dtype not in _FLOAT_DTYPES:
+def check_float_dtypes(op, input_dtype, weight_dtype, bias_dtype):
+    """RuntimeError unless input, weight and bias (None: no bias) share one float dtype (float32 or float64)."""
+    if input_dtype != weight_dtype:
+        raise RuntimeError(f"{op}: Input type ({torch_dtype_name(input_dtype)}) and weight type "
+                           f"({torch_dtype_name(weight_dtype)}) should be the same")
+    if bias_dtype is not None and bias_dtype != input_dtype:
+        raise RuntimeError(f"{op}: Input type ({torch_dtype_name(input_dtype)}) and bias type "
+                           f"({torch_dtype_name(bias_dtype)}) should be the same")
+    if input_dtype not in _FLOAT_DTYPES:
         raise RuntimeError(f"{op}: expected floating point (float32 or float64) input and weight, "
-                           f"got {torch_dtype_name(input.dtype)}")
+                           f"got {torch_dtype_name(input_dtype)}")

@@ -124,7 +124,10 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     check_tensor("conv2d", "input", input)
     check_tensor("conv2d", "weight", weight)
     check_tensor("conv2d", "bias", bias, optional=True)
-    input_shape, weight_shape = input.shape, weight.shape
+    # The arrays' own shapes and dtypes: a deferred input is computed here, as the conv needs it anyway.
+    input_array, weight_array = input._array, weight._array
+    bias_array = None if bias is None else bias._array
+    input_shape, weight_shape = input_array.shape, weight_array.shape
     if len(input_shape) not in (3, 4):
         raise RuntimeError(f"conv2d: Expected 3D (unbatched) or 4D (batched) input to conv2d, "
                            f"but got input of size: {list(input_shape)}")
@@ -148,11 +151,11 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         raise RuntimeError(f"conv2d: Given groups=1, weight of size {list(weight_shape)}, expected "
                            f"input{batched_shape} to have {weight_shape[1]} channels, but got "
                            f"{batched_shape[1]} channels instead")
-    check_float_dtypes("conv2d", input, weight, bias)
-    if bias is not None and bias.shape != (weight_shape[0],):
+    check_float_dtypes("conv2d", input_array.dtype, weight_array.dtype, None if bias is None else bias_array.dtype)
+    if bias is not None and bias_array.shape != (weight_shape[0],):
         raise RuntimeError(f"conv2d: Given weight of size {list(weight_shape)}, expected bias to be "
                            f"1-dimensional with {weight_shape[0]} elements, but got bias of size "
-                           f"{list(bias.shape)} instead")
+                           f"{list(bias_array.shape)} instead")
     padded_h = input_shape[-2] + 2 * padding[0] + extra_padding[0]
     padded_w = input_shape[-1] + 2 * padding[1] + extra_padding[1]
     if padded_h < kernel_size[0] or padded_w < kernel_size[1]:

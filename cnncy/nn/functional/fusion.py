@@ -34,6 +34,7 @@ from ...tensor import DeferredTensor
 # (LeNet's first layer), 0.41-0.47 at 27, 1.26 at 36, 1.8 at 72, 2.1 at 150.  Without a graph
 # the fused kernel is never slower.
 MAX_FUSED_TAPS = 32
+_MAX_WINDOW = _fused.max_window()
 
 
 def _records_graph(input, weight, bias):
@@ -83,7 +84,7 @@ def fused_max_pool2d(input, kernel, stride, padding, dilation, ceil_mode, return
     """max_pool2d of a DeferredConv2d in one fused node, or None where the fused kernel does not apply."""
     if (type(input) is not DeferredConv2d or input._grad_mode != is_grad_enabled() or stride != kernel
             or padding != (0, 0) or dilation != (1, 1) or ceil_mode or return_indices
-            or kernel[0] * kernel[1] > _fused.max_window()):
+            or kernel[0] * kernel[1] > _MAX_WINDOW):
         return None
     return ConvReluPool2dFunction.apply(*input.conv_args, kernel, input.relu)
 
@@ -107,11 +108,13 @@ class ConvReluPool2dFunction(Function):
         x = _contiguous(input[None] if unbatched else input)
         weight = _contiguous(weight)
         bias = None if bias is None else _contiguous(bias)
-        out_h = (x.shape[2] + 2 * padding[0] - weight.shape[2] + 1) // pool[0]
-        out_w = (x.shape[3] + 2 * padding[1] - weight.shape[3] + 1) // pool[1]
-        out = np.empty((x.shape[0], weight.shape[0], out_h, out_w), dtype=x.dtype)
+        n, _, height, width = x.shape
+        out_channels, _, kernel_h, kernel_w = weight.shape
+        out_h = (height + 2 * padding[0] - kernel_h + 1) // pool[0]
+        out_w = (width + 2 * padding[1] - kernel_w + 1) // pool[1]
+        out = np.empty((n, out_channels, out_h, out_w), dtype=x.dtype)
         argmax = None
-        if is_grad_enabled() and any(ctx.needs_input_grad):
+        if ctx.edges:  # a graph is recorded: backward needs the winners
             argmax = np.empty(_fused.argmax_shape(out.shape, x.itemsize), dtype=np.int8)
             ctx.save_for_backward(x, weight, argmax)
             ctx.geometry = (*padding, *pool)

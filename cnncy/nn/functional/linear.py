@@ -74,7 +74,10 @@ def linear(input, weight, bias=None):
     check_tensor("linear", "input", input)
     check_tensor("linear", "weight", weight)
     check_tensor("linear", "bias", bias, optional=True)
-    input_shape, weight_shape = input.shape, weight.shape
+    # The arrays' own shapes and dtypes: a deferred input is computed here, as linear needs it anyway.
+    input_array, weight_array = input._array, weight._array
+    bias_array = None if bias is None else bias._array
+    input_shape, weight_shape = input_array.shape, weight_array.shape
     if not input_shape or not weight_shape:
         raise RuntimeError(f"linear: both arguments to linear need to be at least 1D, but they are "
                            f"{len(input_shape)}D and {len(weight_shape)}D")
@@ -87,8 +90,8 @@ def linear(input, weight, bias=None):
         rows = math.prod(input_shape[:-1])
         raise RuntimeError(f"linear: mat1 and mat2 shapes cannot be multiplied ({rows}x{input_shape[-1]} "
                            f"and {in_features}x{out_features})")
-    check_float_dtypes("linear", input, weight, bias)
-    if bias is not None and bias.shape not in ((out_features,), (1,), ()):
+    check_float_dtypes("linear", input_array.dtype, weight_array.dtype, None if bias is None else bias_array.dtype)
+    if bias is not None and bias_array.shape not in ((out_features,), (1,), ()):
         raise RuntimeError(f"linear: expected bias of size [{out_features}] (out_features), but got "
-                           f"bias of size {list(bias.shape)}")
+                           f"bias of size {list(bias_array.shape)}")
     return LinearFunction.apply(input, weight, bias)

@@ -19,6 +19,8 @@ from ._validation import _FLOAT_DTYPES, check_tensor
 from .activation import log_softmax
 
 _REDUCTIONS = ("none", "mean", "sum")
+_INT64 = np.dtype(np.int64)
+_TARGET_DTYPES = (_INT64, np.dtype(np.uint8))
 # torch's scalar type names, as its messages print them.
 _TORCH_TYPE_NAMES = {"float32": "Float", "float64": "Double", "float16": "Half", "int64": "Long",
                      "int32": "Int", "int16": "Short", "int8": "Char", "uint8": "Byte", "bool": "Bool"}
@@ -155,31 +157,36 @@ def _check_reduction(op, reduction):
 
 def _check_class_targets(op, input, target, weight, ignore_index):
     """torch's nll_loss_nd checks, in its order; returns the int64 target flattened per sample."""
-    if input.ndim < 1:
+    input_shape, target_shape = input.shape, target.shape
+    input_ndim, target_ndim = len(input_shape), len(target_shape)
+    if input_ndim < 1:
         raise ValueError(f"{op}: Expected 1 or more dimensions (got 0)")
-    target_batch = target.shape[0] if target.ndim else 0
-    if input.ndim != 1 and input.shape[0] != target_batch:
-        raise ValueError(f"{op}: Expected input batch_size ({input.shape[0]}) to match target "
+    target_batch = target_shape[0] if target_ndim else 0
+    if input_ndim != 1 and input_shape[0] != target_batch:
+        raise ValueError(f"{op}: Expected input batch_size ({input_shape[0]}) to match target "
                          f"batch_size ({target_batch}).")
-    if input.ndim == 1 and target.ndim == 1 and target.shape[0] != 1:
+    if input_ndim == 1 and target_ndim == 1 and target_shape[0] != 1:
         raise ValueError(f"{op}: For 1D input, 1D target must have size 1, but got target size: "
-                         f"{target.shape[0]}")
-    if input.ndim <= 2 and target.ndim > 1:
+                         f"{target_shape[0]}")
+    if input_ndim <= 2 and target_ndim > 1:
         raise RuntimeError(f"{op}: 0D or 1D target tensor expected, multi-target not supported")
-    if input.ndim > 2 and tuple(target.shape[1:]) != tuple(input.shape[2:]):
-        expected = [input.shape[0], *input.shape[2:]]
-        raise RuntimeError(f"{op}: Expected target size {expected}, got {list(target.shape)}")
-    classes = input.shape[0] if input.ndim == 1 else input.shape[1]
+    if input_ndim > 2 and target_shape[1:] != input_shape[2:]:
+        expected = [input_shape[0], *input_shape[2:]]
+        raise RuntimeError(f"{op}: Expected target size {expected}, got {list(target_shape)}")
+    classes = input_shape[0] if input_ndim == 1 else input_shape[1]
     if weight is not None and (weight.ndim != 1 or weight.shape[0] != classes):
         raise RuntimeError(f"{op}: weight tensor should be defined either for all {classes} classes "
                            f"or no classes but got weight tensor of shape: {list(weight.shape)}")
-    if target.dtype not in (np.int64, np.uint8):
+    target_dtype = target.dtype
+    if target_dtype not in _TARGET_DTYPES:
         raise RuntimeError(f"{op}: expected target dtype to be Long or Byte, but got "
-                           f"{_type_name(target.dtype)}")
+                           f"{_type_name(target_dtype)}")
     if weight is not None and weight.dtype != input.dtype:
         raise RuntimeError(f"{op}: expected scalar type {_type_name(input.dtype)} but found "
                            f"{_type_name(weight.dtype)}")
-    flat = np.ascontiguousarray(target._array.reshape(-1), dtype=np.int64)
+    flat = target._array
+    if target_ndim != 1 or target_dtype != _INT64 or not flat.flags.c_contiguous:
+        flat = np.ascontiguousarray(flat.reshape(-1), dtype=_INT64)
     bad = _loss.first_bad_target(flat, classes, int(ignore_index))
     if bad >= 0:
         raise IndexError(f"{op}: Target {flat[bad]} is out of bounds.")
@@ -310,7 +317,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     if size_average is not None or reduce is not None:
         reduction = legacy_reduction(size_average, reduce)
     _check_reduction(op, reduction)
-    if tuple(input.shape) == tuple(target.shape):
+    if input.shape == target.shape:
         if target.dtype not in _FLOAT_DTYPES:
             raise RuntimeError(f"{op}: Expected floating point type for target with class "
                                f"probabilities, got {_type_name(target.dtype)}")

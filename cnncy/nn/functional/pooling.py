@@ -168,10 +168,11 @@ def _check_float(op, input):
 
 def _geometry(op, input, kernel, stride, pad, dilation, ceil_mode):
     """Validated (output height, output width) for a 3-D or 4-D input."""
-    height, width = input.shape[-2:]
+    shape = input.shape
+    height, width = shape[-2:]
     out_h = _output_size(op, height, kernel[0], pad[0], stride[0], dilation[0], ceil_mode)
     out_w = _output_size(op, width, kernel[1], pad[1], stride[1], dilation[1], ceil_mode)
-    _check_shape(op, tuple(input.shape), kernel, stride, pad, dilation, (out_h, out_w))
+    _check_shape(op, shape, kernel, stride, pad, dilation, (out_h, out_w))
     _check_float(op, input)
     if dilation != (1, 1) and pad != (0, 0):
         _check_no_empty_window(op, height, kernel[0], pad[0], stride[0], dilation[0], out_h)
