@@ -90,3 +90,94 @@ def test_children_and_modules_counts_match_torch():
     assert len(list(ours.children())) == len(list(theirs.children()))
     assert len(list(ours.modules())) == len(list(theirs.modules()))
     assert [type(m).__name__ for m in ours.modules()] == [type(m).__name__ for m in theirs.modules()]
+
+
+# ------------------------------------------------------------------ attribute lookup of registered members
+# cnncy keeps registered members in the module's __dict__ as well (fast attribute reads); every way of
+# changing the tables must leave `module.name` exactly as torch's __getattr__ would find it.
+
+def member_changes(lib):
+    """name -> a function that changes a fresh Linear's members and returns what to compare."""
+    nn = lib.nn
+
+    def assign_none(m):
+        m.bias = None
+        return m.bias, list(m._parameters)
+
+    def delete(m):
+        del m.bias
+        return hasattr(m, "bias"), list(m._parameters)
+
+    def replace_directly(m):
+        m._parameters["bias"] = nn.Parameter(lib.zeros(3))
+        return m.bias.shape, float(m.bias.detach().sum())
+
+    def pop_directly(m):
+        m._parameters.pop("bias")
+        return hasattr(m, "bias")
+
+    def popitem_directly(m):
+        m._parameters.popitem()
+        return hasattr(m, "bias")
+
+    def setdefault_directly(m):
+        m._buffers.setdefault("running", lib.ones(2))
+        return m.running.shape
+
+    def update_directly(m):
+        m._buffers.update({"running": lib.ones(2)})
+        return m.running.shape
+
+    def clear_directly(m):
+        m._parameters.clear()
+        return hasattr(m, "weight"), hasattr(m, "bias")
+
+    def module_in_place_of_parameter(m):
+        m._parameters.pop("bias")
+        m._modules["bias"] = nn.ReLU()
+        return type(m.bias).__name__
+
+    def parameter_wins_over_buffer(m):
+        m._buffers["weight"] = lib.ones(1)
+        first = m.weight.shape
+        del m._parameters["weight"]
+        return first, m.weight.shape
+
+    def plain_attribute_after_delete(m):
+        del m.weight
+        m.weight = 5
+        return m.weight, list(m._parameters)
+
+    return {f.__name__: f for f in (assign_none, delete, replace_directly, pop_directly, popitem_directly,
+                                     setdefault_directly, update_directly,
+                                     clear_directly, module_in_place_of_parameter, parameter_wins_over_buffer,
+                                     plain_attribute_after_delete)}
+
+
+@pytest.mark.parametrize("change", member_changes(cnncy))
+def test_members_read_as_attributes_follow_every_change_like_torch(change):
+    def run(lib):
+        lib.manual_seed(0)
+        return member_changes(lib)[change](lib.nn.Linear(4, 3))
+
+    ours, theirs = run(cnncy), run(torch)
+    normalise = lambda v: tuple(v) if isinstance(v, (torch.Size, cnncy.Size)) else v  # noqa: E731
+    if isinstance(theirs, tuple):
+        assert tuple(map(normalise, ours)) == tuple(map(normalise, theirs))
+    else:
+        assert normalise(ours) == normalise(theirs)
+
+
+@pytest.mark.parametrize("how", ["copy", "deepcopy", "pickle"])
+def test_copied_modules_have_members_of_their_own(how):
+    import copy
+    import pickle
+
+    model = net(cnncy)
+    clone = {"copy": copy.copy, "deepcopy": copy.deepcopy,
+             "pickle": lambda m: pickle.loads(pickle.dumps(m))}[how](model)
+    assert list(clone.state_dict()) == list(model.state_dict())
+    clone._modules["4"] = cnncy.nn.Linear(64, 5)  # replaces the copy's last layer only
+    assert clone[4].out_features == 5 and getattr(clone, "4").out_features == 5
+    assert model[4].out_features == 10 and getattr(model, "4").out_features == 10
+    assert clone(cnncy.randn(1, 1, 8, 8)).shape == (1, 5)

@@ -24,14 +24,89 @@ def _as_array(value, key):
                     f"got {type(value).__name__}")
 
 
+_TABLES = ("_parameters", "_buffers", "_modules")  # in the order attribute lookup searches them
+
+
+class _Members(OrderedDict):
+    """One of a Module's tables (parameters, buffers, submodules) that also keeps each of its names
+    in the module's __dict__, bound to what `module.name` returns.
+
+    Why: `model.conv1` and `self.weight` are read on every forward.  Were they only in the tables
+    (as in torch), each read would reach Module.__getattr__ after Python's ordinary lookup has built,
+    raised and cleared an AttributeError: about 0.3 us each on Python 3.11, 2 us per SimpleCNN step.
+    Every change to a table, direct changes such as `module._modules[name] = m` included, goes
+    through __setitem__, __delitem__ (OrderedDict's update and setdefault call them on a subclass),
+    pop, popitem or clear, which then set the name in __dict__ anew from the tables.
+    """
+
+    def __init__(self, instance_dict=None):
+        super().__init__()
+        self._instance_dict = instance_dict  # None: a detached copy, which mirrors nothing
+
+    def __setitem__(self, name, value):
+        super().__setitem__(name, value)
+        self._mirror(name)
+
+    def __delitem__(self, name):
+        super().__delitem__(name)
+        self._mirror(name)
+
+    def pop(self, name, *default):
+        value = super().pop(name, *default)
+        self._mirror(name)
+        return value
+
+    def popitem(self, last=True):
+        name, value = super().popitem(last)
+        self._mirror(name)
+        return name, value
+
+    def clear(self):
+        names = list(self)
+        super().clear()
+        for name in names:
+            self._mirror(name)
+
+    def _mirror(self, name):
+        """Bind name in the module's __dict__ to its entry in the first table that has it, as
+        Module.__getattr__ finds it; drop it when no table has it."""
+        instance_dict = self._instance_dict
+        if instance_dict is None:
+            return
+        for table in _TABLES:
+            entries = instance_dict.get(table)
+            if entries is not None and name in entries:
+                instance_dict[name] = entries[name]
+                return
+        instance_dict.pop(name, None)
+
+
 class Module:
     """Base class for all neural network modules; subclasses define __init__ and forward."""
 
     def __init__(self):
-        object.__setattr__(self, "_parameters", OrderedDict())
-        object.__setattr__(self, "_buffers", OrderedDict())
-        object.__setattr__(self, "_modules", OrderedDict())
+        for table in _TABLES:
+            object.__setattr__(self, table, _Members(self.__dict__))
         object.__setattr__(self, "training", True)
+
+    # A copy or an unpickled module gets tables of its own that mirror into its own __dict__.
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        for table in _TABLES:
+            entries = state[table]
+            for name in entries:
+                state.pop(name, None)
+            state[table] = OrderedDict(entries)
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        tables = {table: state.pop(table) for table in _TABLES}
+        self.__dict__.update(state)
+        for table in _TABLES:
+            object.__setattr__(self, table, _Members(self.__dict__))
+        for table in _TABLES:
+            getattr(self, table).update(tables[table])
 
     # ------------------------------------------------------------- registration
     def __setattr__(self, name, value):
