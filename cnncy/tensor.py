@@ -290,18 +290,20 @@ def _check_view_shape(shape, numel, op="view"):
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
     shape = tuple(map(int, shape))
-    if shape.count(-1) > 1:
-        raise RuntimeError("only one dimension can be inferred")
     known = 1
-    for s in shape:
-        if s != -1:
-            if s < 0:
-                raise RuntimeError(f"invalid shape dimension {s}")
+    inferred = None
+    for position, s in enumerate(shape):  # errors in dimension order, as torch's infer_size
+        if s == -1:
+            if inferred is not None:
+                raise RuntimeError("only one dimension can be inferred")
+            inferred = position
+        elif s < 0:
+            raise RuntimeError(f"invalid shape dimension {s}")
+        else:
             known *= s
-    if -1 in shape:
+    if inferred is not None:
         if known == 0 or numel % known:
             raise RuntimeError(f"shape '{list(shape)}' is invalid for input of size {numel}")
-        inferred = shape.index(-1)
         shape = shape[:inferred] + (numel // known,) + shape[inferred + 1:]
     elif known != numel:
         raise RuntimeError(f"shape '{list(shape)}' is invalid for input of size {numel}")

@@ -92,9 +92,10 @@ def relu(input, inplace=False):
         inplace: write the result into input and return input. Default: False.
     """
     check_tensor("relu", "input", input)
-    if input.dtype == np.bool_:
-        raise RuntimeError("relu: Boolean inputs not supported for relu")
-    if input.dtype not in _FLOAT_DTYPES:
+    dtype = input.dtype
+    if dtype not in _FLOAT_DTYPES:
+        if dtype == np.bool_:
+            raise RuntimeError("relu: Boolean inputs not supported for relu")
         result = np.where(input._array < 0, input._array.dtype.type(0), input._array)
         if inplace:
             input._array[...] = result

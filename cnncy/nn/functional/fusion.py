@@ -38,8 +38,8 @@ _MAX_WINDOW = _fused.max_window()
 
 
 def _records_graph(input, weight, bias):
-    return is_grad_enabled() and (input.requires_grad or weight.requires_grad
-                                  or (bias is not None and bias.requires_grad))
+    return is_grad_enabled() and (input._requires_grad or weight._requires_grad
+                                  or (bias is not None and bias._requires_grad))
 
 
 class DeferredConv2d(DeferredTensor):
@@ -57,12 +57,13 @@ def defer_conv2d(compute, input, weight, bias, stride, padding, extra_padding):
     `compute()` runs the conv2d."""
     if stride != (1, 1) or extra_padding != (0, 0) or isinstance(input, DeferredTensor):
         return None
-    out_channels, channels, kernel_h, kernel_w = weight.shape
+    out_channels, channels, kernel_h, kernel_w = weight._array.shape
     records_graph = _records_graph(input, weight, bias)
     if channels * kernel_h * kernel_w > MAX_FUSED_TAPS and records_graph:
         return None
-    *batch, _, height, width = input.shape
-    shape = (*batch, out_channels, height + 2 * padding[0] - kernel_h + 1, width + 2 * padding[1] - kernel_w + 1)
+    input_shape = input._array.shape
+    shape = input_shape[:-3] + (out_channels, input_shape[-2] + 2 * padding[0] - kernel_h + 1,
+                                input_shape[-1] + 2 * padding[1] - kernel_w + 1)
     return DeferredConv2d(compute, input, weight, bias, padding, False, shape, records_graph)
 
 
