@@ -143,3 +143,20 @@ def test_leaf_gradients_never_alias_an_array_someone_else_holds(mode):
         assert not np.shares_memory(a.grad.numpy(), node.kept)
     a.grad.add_(1.0)
     assert_close(b.grad, np.full(3, 2.0 if mode == "shared" else 3.0, np.float32))
+
+
+def test_kernel_gradients_become_grads_without_copies_and_alias_nothing():
+    """The kernel-backed Functions hand their fresh gradient arrays to the leaves (fresh_input_grads):
+    each .grad must still be an array of its own, apart from every other gradient and parameter."""
+    nn, F = cnncy.nn, cnncy.nn.functional
+    conv, fc = nn.Conv2d(1, 4, 3, padding=1), nn.Linear(4 * 4 * 4, 3)
+    x = cnncy.randn(2, 1, 8, 8, requires_grad=True)
+    logits = fc(F.max_pool2d(F.relu(conv(x)), 2).flatten(1))
+    F.cross_entropy(logits, cnncy.tensor([0, 2])).backward()
+    leaves = [x, conv.weight, conv.bias, fc.weight, fc.bias]
+    arrays = [t.grad.numpy() for t in leaves] + [t.detach().numpy() for t in leaves]
+    for i, a in enumerate(arrays):
+        for b in arrays[i + 1:]:
+            assert not np.shares_memory(a, b)
+    for t in leaves:
+        assert t.grad.numpy().flags.writeable and t.grad.shape == t.shape
