@@ -1,19 +1,18 @@
 """cnncy._memory: glibc malloc tuning at import, and the ways a process opts out."""
 import os
-import subprocess
 import sys
 
 import pytest
 
 from cnncy._memory import malloc_tuned
+from fresh_process import run_python
 
 CHECK = "import cnncy, cnncy._memory as m; print(m.malloc_tuned())"
 
 
 def tuned_in_fresh_process(**env_changes):
     env = dict(os.environ, **env_changes)
-    done = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, env=env, check=True)
-    return done.stdout.strip() == "True"
+    return run_python(CHECK, env).strip() == "True"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")

@@ -1,18 +1,15 @@
 """cnncy's OpenMP wait policy: a short spin by default, the user's own setting when given."""
 import os
-import subprocess
-import sys
 
-import cnncy
+from fresh_process import run_python
 
 PROBE = "import os, cnncy; print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))"
 
 
 def run_probe(**overrides):
     env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
-    env.update(overrides, PYTHONPATH=os.path.dirname(os.path.dirname(cnncy.__file__)))
-    return subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True,
-                          check=True).stdout.split()
+    env.update(overrides)
+    return run_python(PROBE, env).split()
 
 
 def test_short_spin_by_default():
