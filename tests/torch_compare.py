@@ -60,3 +60,13 @@ def numerical_gradient(loss, array, eps=1e-6):
         array[index] = saved
         grad[index] = (plus - minus) / (2 * eps)
     return grad
+
+
+def assert_results_close(actual, expected, names, dtype=None):
+    """assert_close over parallel sequences of results (e.g. output, grad input, grad weight, grad bias);
+    where torch gives None (no such gradient), cnncy must too."""
+    for what, a, b in zip(names, actual, expected, strict=True):
+        if b is None:
+            assert a is None, what
+        else:
+            assert_close(a, b, dtype=dtype, what=what)
