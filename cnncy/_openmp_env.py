@@ -4,8 +4,19 @@ libgomp's default lets a thread that waits at a barrier spin for ~300k iteration
 On a machine where another process holds one of the cores, the spinning thread keeps the core from
 the thread it waits for, and every parallel region of a step stalls for a scheduler time slice:
 measured here, one MNIST epoch of SimpleCNN at 2 threads took 55 s instead of 1 s while one other
-process was busy.  A short spin (GOMP_SPINCOUNT=1000, tens of microseconds: long enough to catch the
-next region of the same step) kept that epoch at 1.5 s under the same load.
+process was busy.
+
+Too short a spin costs as much on a quiet machine: a worker that has gone to sleep needs ~30 us to
+wake (a virtual CPU's wake-up), and each parallel region of a step follows some Python.  One
+libgomp spin iteration is ~20 ns here, and measured at batch 64, 2 threads:
+
+| GOMP_SPINCOUNT | SimpleCNN step, quiet | MNIST epoch, quiet | MNIST epoch, one busy process |
+| --- | --- | --- | --- |
+| 1000 (~25 us)  | 505-515 us           | 0.6-0.7 s          | 1.3 s                          |
+| 2000 (~45 us)  | 460-470 us           | 0.6 s              | 1.5-1.6 s                      |
+| 5000 (~110 us) | 455-525 us           | 0.5 s              | 2.8 s                          |
+
+2000 covers the Python between the regions of a step and keeps the busy case near the short spin's.
 
 libgomp reads the variable once, when it is loaded, which is when cnncy's first kernel module is
 imported, so this module runs before any of them.  A user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT
@@ -13,7 +24,7 @@ is left alone.
 """
 import os
 
-SPIN_COUNT = "1000"
+SPIN_COUNT = "2000"
 
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
     os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
