@@ -43,6 +43,12 @@ cdef Py_ssize_t PARALLEL_MIN_WORK = 1 << 20
 # plain streaming loops compute faster than packing for the gemm tiles (SimpleCNN's head, one
 # thread: 25 -> 8 us at batch 1, 40 -> 21 us at batch 4; from 8 rows on the tiles win).
 cdef Py_ssize_t FEW_ROWS = 4
+# Those streamed sums, and the dot_tiles forward, are memory-bound passes over the weight that two
+# cores' caches share well: they go parallel from this many multiply-adds on (SimpleCNN's head at
+# batch 1 is 62,720).
+cdef Py_ssize_t STREAM_PARALLEL_MIN_WORK = 1 << 15
+# Columns of the few-rows gradients per parallel task.
+cdef Py_ssize_t FEW_ROWS_COLUMNS = 512
 # From this many input features on, the forward runs over the rows of weight in place
 # (rows_forward) or, for few outputs, as dot_tiles: their final sums across vector lanes cost
 # little next to the long rows, and they need no padding however few the rows or outputs (a
@@ -112,7 +118,8 @@ cdef void dot_tiles(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A,
     cdef Py_ssize_t col_tiles = (N + DOT_COLS - 1) // DOT_COLS
     cdef Py_ssize_t tiles = (M + DOT_ROWS - 1) // DOT_ROWS * col_tiles
     cdef Py_ssize_t tile, i0, j0
-    for tile in prange(tiles, schedule="static", num_threads=team(M * N * K, num_threads)):
+    cdef int threads = num_threads if M * N * K >= STREAM_PARALLEL_MIN_WORK else 1
+    for tile in prange(tiles, schedule="static", num_threads=threads):
         i0 = tile // col_tiles * DOT_ROWS
         j0 = tile % col_tiles * DOT_COLS
         if floating is float:
@@ -213,21 +220,65 @@ def linear_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
 
 
 cdef void combine_rows(Py_ssize_t M, Py_ssize_t N, Py_ssize_t J, const floating* A, Py_ssize_t a_row,
-                       Py_ssize_t a_col, const floating* B, floating* C) noexcept nogil:
-    """C[i, :] = sum over j < J of A[i * a_row + j * a_col] * B[j, :] (rows of N), one row of C at a time."""
+                       Py_ssize_t a_col, const floating* B, Py_ssize_t ldb, floating* C,
+                       Py_ssize_t ldc) noexcept nogil:
+    """C[i, :N] = sum over j < J of A[i * a_row + j * a_col] * B[j, :N] (rows ldb and ldc apart),
+    one row of C at a time."""
     cdef Py_ssize_t i, j, k
     cdef floating a
+    cdef floating zero = 0
     cdef floating* c
     cdef const floating* b
     for i in range(M):
-        c = C + i * N
+        c = C + i * ldc
+        if J == 0:
+            for k in range(N):
+                c[k] = 0
+            continue
+        # The first term is added to a zero as every later one is to the running sum (so the sums
+        # are those of a zeroed C), without a separate pass that zeroes C.
+        a = A[i * a_row]
         for k in range(N):
-            c[k] = 0
-        for j in range(J):
+            c[k] = a * B[k] + zero
+        for j in range(1, J):
             a = A[i * a_row + j * a_col]
-            b = B + j * N
+            b = B + j * ldb
             for k in range(N):
                 c[k] += a * b[k]
+
+
+cdef void few_rows_backward(Py_ssize_t N, Py_ssize_t I, Py_ssize_t O, const floating* x,
+                            const floating* weight, const floating* grad_out, floating* grad_x,
+                            floating* grad_weight, int num_threads) noexcept nogil:
+    """grad_x (unless NULL) and grad_weight for N <= FEW_ROWS rows as streamed sums of rows.
+
+    In parallel, each team member writes a contiguous share of grad_weight's rows (the share of the
+    weight that the optimizer's step, split the same way, then updates on the same core) and a share
+    of grad_x's blocks of FEW_ROWS_COLUMNS features.  Each entry is one sum, over the outputs
+    (grad_x) or the rows (grad_weight), by one thread: the same for any thread count."""
+    cdef int threads = num_threads if N * I * O >= STREAM_PARALLEL_MIN_WORK else 1
+    if threads == 1:  # no parallel region for small work
+        if grad_x != NULL:
+            combine_rows(N, I, O, grad_out, O, 1, weight, I, grad_x, I)
+        combine_rows(O, I, N, grad_out, 1, O, x, I, grad_weight, I)
+        return
+    with parallel(num_threads=threads):
+        few_rows_share(threadid(), cnncy_team_size(), N, I, O, x, weight, grad_out, grad_x, grad_weight)
+
+
+cdef void few_rows_share(int member, int team_size, Py_ssize_t N, Py_ssize_t I, Py_ssize_t O,
+                         const floating* x, const floating* weight, const floating* grad_out,
+                         floating* grad_x, floating* grad_weight) noexcept nogil:
+    """Team member `member`'s share of few_rows_backward."""
+    cdef Py_ssize_t blocks = (I + FEW_ROWS_COLUMNS - 1) // FEW_ROWS_COLUMNS
+    cdef Py_ssize_t o0 = O * member // team_size, o1 = O * (member + 1) // team_size
+    cdef Py_ssize_t block, j0
+    combine_rows(o1 - o0, I, N, grad_out + o0, 1, O, x, I, grad_weight + o0 * I, I)
+    if grad_x == NULL:
+        return
+    for block in range(blocks * member // team_size, blocks * (member + 1) // team_size):
+        j0 = block * FEW_ROWS_COLUMNS
+        combine_rows(N, min(FEW_ROWS_COLUMNS, I - j0), O, grad_out, O, 1, weight + j0, I, grad_x + j0, I)
 
 
 def linear_backward(const floating[:, ::1] x, const floating[:, ::1] weight,
@@ -253,9 +304,8 @@ def linear_backward(const floating[:, ::1] x, const floating[:, ::1] weight,
                 for o in range(O):
                     grad_bias[o] += grad_out[n, o]
         if N <= FEW_ROWS:
-            if grad_x is not None:
-                combine_rows(N, I, O, &grad_out[0, 0], O, 1, &weight[0, 0], &grad_x[0, 0])
-            combine_rows(O, I, N, &grad_out[0, 0], 1, O, &x[0, 0], &grad_weight[0, 0])
+            few_rows_backward(N, I, O, &x[0, 0], &weight[0, 0], &grad_out[0, 0],
+                              &grad_x[0, 0] if grad_x is not None else NULL, &grad_weight[0, 0], num_threads)
         else:
             if grad_x is not None:
                 done = product(N, I, O, &grad_out[0, 0], O, 1, &weight[0, 0], I, 1, &grad_x[0, 0], num_threads)

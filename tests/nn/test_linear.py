@@ -98,11 +98,12 @@ def test_gradients_match_finite_differences(rng):
 
 
 # Every forward path on enough work for threads: gemm tiles (300, 800 features), dot tiles (1600 features,
-# 13 outputs), weight rows in place (1100 features, 40 outputs); the backward always runs gemm tiles.
+# 13 outputs), weight rows in place (1100 features, 40 outputs); the backward runs gemm tiles for 70
+# rows and the streamed few-rows sums (split over the team by weight rows and feature blocks) for 3.
+@pytest.mark.parametrize("rows", [70, 3])
 @pytest.mark.parametrize("out_features, in_features", [(200, 300), (40, 800), (13, 1600), (40, 1100)])
-def test_one_and_two_threads_are_bitwise_identical(rng, threads, out_features, in_features):
-    # Big enough for several output tiles and the multi-threaded path of every product.
-    shapes = ((70, in_features), (out_features, in_features), (out_features,))
+def test_one_two_and_three_threads_are_bitwise_identical(rng, threads, rows, out_features, in_features):
+    shapes = ((rows, in_features), (out_features, in_features), (out_features,))
     x, weight, bias = (rng.standard_normal(s).astype(np.float32) for s in shapes)
 
     def run(num_threads):
@@ -110,8 +111,10 @@ def test_one_and_two_threads_are_bitwise_identical(rng, threads, out_features, i
         ours, _ = linear_both(x, weight, bias)
         return [t.detach().numpy() for t in ours]
 
-    for one, two in zip(run(1), run(2)):
-        np.testing.assert_array_equal(one, two)
+    one = run(1)
+    for num_threads in (2, 3):
+        for a, b in zip(one, run(num_threads)):
+            np.testing.assert_array_equal(a, b)
 
 
 # ------------------------------------------------------------------ nn.Linear
