@@ -84,6 +84,23 @@ def test_max_pool_ties_go_to_the_first_element_like_torch(dtype, kernel, stride,
     np.testing.assert_array_equal(grad.numpy(), torch_grad.numpy())
 
 
+@pytest.mark.parametrize("height, width", [(6, 8), (7, 9)])  # every input in a window; a row and column in none
+def test_max_pool_2x2_gradient_is_torchs_bit_for_bit(rng, dtype, height, width):
+    """The 2x2 pool's one-pass backward against torch's zero-then-add: signed zeros and NaNs included."""
+    x = rng.standard_normal((2, 3, height, width)).astype(dtype)
+    grad = rng.standard_normal((2, 3, height // 2, width // 2)).astype(dtype)
+    grad[0, 0, 0, :] = -0.0
+    grad[1, 2, 1, 1] = np.nan
+    grad[1, 1, 2, :] = -np.inf
+    grads = []
+    for lib, functional in ((cnncy, F), (torch, torch.nn.functional)):
+        tx = cnncy.tensor(x, requires_grad=True) if lib is cnncy else to_torch(x, requires_grad=True)
+        functional.max_pool2d(tx, 2).backward(cnncy.tensor(grad) if lib is cnncy else torch.from_numpy(grad))
+        grads.append(tx.grad.numpy())
+    np.testing.assert_array_equal(grads[0], grads[1])
+    np.testing.assert_array_equal(np.signbit(grads[0]), np.signbit(grads[1]))
+
+
 @pytest.mark.parametrize("width", [6, 40])
 def test_nan_and_infinities_propagate_like_torch(rng, dtype, width):
     x = rng.standard_normal((2, 3, 9, width)).astype(dtype)
