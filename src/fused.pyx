@@ -71,10 +71,10 @@ cdef enum:
     MAX_LANES = 16       # BLOCK_BYTES // sizeof(float32): the most pooled columns in one block
     MAX_WINDOW = 127     # pool windows up to this size: the argmax fits in int8
 
-# Below this many multiply-adds (about 20 us of work) one thread is faster: a parallel region costs
-# 2-7 us on this shared 2-core machine (with OMP_WAIT_POLICY=passive about 30 us), and a worker that
-# the scheduler has parked stalls it for a time slice.  SimpleCNN: batch 4 (0.9 M) runs serially.
-cdef Py_ssize_t PARALLEL_MIN_WORK = 1 << 20
+# Below this many multiply-adds (about 2 us of work) one thread is faster.  With the team awake
+# between the regions of a step (cnncy._openmp_env) a region costs about 1 us; a sleeping worker
+# takes ~30 us to wake.  SimpleCNN at batch 1 (0.23 M) splits by channel blocks.
+cdef Py_ssize_t PARALLEL_MIN_WORK = 1 << 17
 # The weight/bias gradient sums over at most this many batch chunks.
 cdef Py_ssize_t MAX_BATCH_CHUNKS = 16
 
@@ -245,46 +245,51 @@ cdef void pack_weights(const floating* weight, const floating* bias, const Plan*
             packed_bias[o] = bias[o]
 
 
-cdef void forward_image(const floating* planes, const Py_ssize_t* taps, const floating* packed_weight,
-                        const floating* packed_bias, const Plan* p, floating* out, signed char* argmax,
-                        bint relu) noexcept nogil:
-    cdef Py_ssize_t channel_blocks = (p.O + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK
-    cdef Py_ssize_t cb, b, row
-    for cb in range(channel_blocks):
-        row = cb * CHANNEL_BLOCK * p.PH
-        for b in range(p.blocks):
-            if floating is float:
-                window_max_rows_f32(block_start(<floating*> planes, p, 0, b), p.pool_h * p.pool_w * p.plane_width,
-                                    p.PH, taps, p.K_padded, p.K, p.window, packed_weight + cb * p.K * CHANNEL_BLOCK,
-                                    packed_bias + cb * CHANNEL_BLOCK, relu, min(CHANNEL_BLOCK, p.O - cb * CHANNEL_BLOCK),
-                                    min(p.lanes, p.PW - b * p.lanes), out + row * p.PW + b * p.lanes, p.PW, p.PH * p.PW,
-                                    argmax + row * p.argmax_width + b * p.lanes if argmax != NULL else NULL,
-                                    p.argmax_width, p.PH * p.argmax_width)
-            else:
-                window_max_rows_f64(block_start(<floating*> planes, p, 0, b), p.pool_h * p.pool_w * p.plane_width,
-                                    p.PH, taps, p.K_padded, p.K, p.window, packed_weight + cb * p.K * CHANNEL_BLOCK,
-                                    packed_bias + cb * CHANNEL_BLOCK, relu, min(CHANNEL_BLOCK, p.O - cb * CHANNEL_BLOCK),
-                                    min(p.lanes, p.PW - b * p.lanes), out + row * p.PW + b * p.lanes, p.PW, p.PH * p.PW,
-                                    argmax + row * p.argmax_width + b * p.lanes if argmax != NULL else NULL,
-                                    p.argmax_width, p.PH * p.argmax_width)
+cdef void forward_channel_block(const floating* planes, const Py_ssize_t* taps, const floating* packed_weight,
+                                const floating* packed_bias, const Plan* p, Py_ssize_t cb, floating* out,
+                                signed char* argmax, bint relu) noexcept nogil:
+    """Channel block cb (CHANNEL_BLOCK output channels) of one image, from its phase planes."""
+    cdef Py_ssize_t b, row = cb * CHANNEL_BLOCK * p.PH
+    for b in range(p.blocks):
+        if floating is float:
+            window_max_rows_f32(block_start(<floating*> planes, p, 0, b), p.pool_h * p.pool_w * p.plane_width,
+                                p.PH, taps, p.K_padded, p.K, p.window, packed_weight + cb * p.K * CHANNEL_BLOCK,
+                                packed_bias + cb * CHANNEL_BLOCK, relu, min(CHANNEL_BLOCK, p.O - cb * CHANNEL_BLOCK),
+                                min(p.lanes, p.PW - b * p.lanes), out + row * p.PW + b * p.lanes, p.PW, p.PH * p.PW,
+                                argmax + row * p.argmax_width + b * p.lanes if argmax != NULL else NULL,
+                                p.argmax_width, p.PH * p.argmax_width)
+        else:
+            window_max_rows_f64(block_start(<floating*> planes, p, 0, b), p.pool_h * p.pool_w * p.plane_width,
+                                p.PH, taps, p.K_padded, p.K, p.window, packed_weight + cb * p.K * CHANNEL_BLOCK,
+                                packed_bias + cb * CHANNEL_BLOCK, relu, min(CHANNEL_BLOCK, p.O - cb * CHANNEL_BLOCK),
+                                min(p.lanes, p.PW - b * p.lanes), out + row * p.PW + b * p.lanes, p.PW, p.PH * p.PW,
+                                argmax + row * p.argmax_width + b * p.lanes if argmax != NULL else NULL,
+                                p.argmax_width, p.PH * p.argmax_width)
 
 
-cdef int forward_images(const floating* x, Py_ssize_t first, Py_ssize_t end, const Py_ssize_t* taps,
-                        const floating* packed_weight, const floating* packed_bias, const Plan* p,
-                        floating* out, signed char* argmax, bint relu) noexcept nogil:
-    """The fused forward of images first..end-1 through phase planes of their own; 1 if out of memory."""
+cdef int forward_items(const floating* x, Py_ssize_t first, Py_ssize_t end, const Py_ssize_t* taps,
+                       const floating* packed_weight, const floating* packed_bias, const Plan* p,
+                       floating* out, signed char* argmax, bint relu) noexcept nogil:
+    """The fused forward of work items first..end-1, item = image * channel_blocks + channel block,
+    through phase planes of their own (made once per image); 1 if out of memory.
+
+    Items rather than images, so that a batch smaller than the team still splits (by channel blocks)."""
     cdef Py_ssize_t image_size = p.C * p.H * p.W
     cdef Py_ssize_t out_image = p.O * p.PH * p.PW
     cdef Py_ssize_t argmax_image = p.O * p.PH * p.argmax_width
+    cdef Py_ssize_t channel_blocks = (p.O + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK
     cdef void* planes_memory = malloc(p.plane_size * sizeof(floating) + BLOCK_BYTES)
     cdef floating* planes = <floating*> align_block(planes_memory)
-    cdef Py_ssize_t n
+    cdef Py_ssize_t item, n, planes_of = -1
     if planes_memory == NULL:
         return 1
-    for n in range(first, end):
-        copy_planes(<floating*> x + n * image_size, planes, p, True)
-        forward_image(planes, taps, packed_weight, packed_bias, p, out + n * out_image,
-                      argmax + n * argmax_image if argmax != NULL else NULL, relu)
+    for item in range(first, end):
+        n = item // channel_blocks
+        if n != planes_of:
+            copy_planes(<floating*> x + n * image_size, planes, p, True)
+            planes_of = n
+        forward_channel_block(planes, taps, packed_weight, packed_bias, p, item % channel_blocks,
+                              out + n * out_image, argmax + n * argmax_image if argmax != NULL else NULL, relu)
     free(planes_memory)
     return 0
 
@@ -300,7 +305,8 @@ def conv_relu_pool_forward(floating[:, :, :, ::1] x, floating[:, :, :, ::1] weig
     cdef Plan p = plan_for(x, weight, out, argmax, pad_h, pad_w, pool_h, pool_w, "conv_relu_pool_forward")
     cdef Py_ssize_t N = x.shape[0], part
     cdef Py_ssize_t channel_blocks = (p.O + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK
-    cdef int threads = choose_threads(N * p.O * p.K * p.PH * p.PW * p.window, N, num_threads)
+    cdef Py_ssize_t items = N * channel_blocks
+    cdef int threads = choose_threads(N * p.O * p.K * p.PH * p.PW * p.window, items, num_threads)
     cdef const floating* bias_data = NULL if bias is None else &bias[0]
     cdef signed char* argmax_data = NULL if argmax is None else &argmax[0, 0, 0, 0]
     cdef Py_ssize_t* taps
@@ -320,11 +326,11 @@ def conv_relu_pool_forward(floating[:, :, :, ::1] x, floating[:, :, :, ::1] weig
         pack_weights(&weight[0, 0, 0, 0], bias_data, &p, packed_weight, packed_bias)
         if threads == 1:  # no parallel region for small work
             with nogil:
-                failed = forward_images(&x[0, 0, 0, 0], 0, N, taps, packed_weight, packed_bias, &p,
-                                        &out[0, 0, 0, 0], argmax_data, relu)
+                failed = forward_items(&x[0, 0, 0, 0], 0, items, taps, packed_weight, packed_bias, &p,
+                                       &out[0, 0, 0, 0], argmax_data, relu)
         else:
             for part in prange(threads, nogil=True, schedule="static", num_threads=threads):
-                if forward_images(&x[0, 0, 0, 0], part * N // threads, (part + 1) * N // threads, taps,
+                if forward_items(&x[0, 0, 0, 0], part * items // threads, (part + 1) * items // threads, taps,
                                   packed_weight, packed_bias, &p, &out[0, 0, 0, 0], argmax_data, relu):
                     failed_flag[0] = 1
     free(taps)
@@ -467,6 +473,65 @@ cdef int backward_chunks(const floating* x, const floating* grad_out, const sign
     return 0
 
 
+cdef int backward_items(const floating* x, const floating* grad_out, const signed char* argmax, Py_ssize_t N,
+                        Py_ssize_t chunk_size, Py_ssize_t first_item, Py_ssize_t end_item,
+                        const Py_ssize_t* taps, const Plan* p, bint want_weight, floating* weight_sums,
+                        floating* bias_sums) noexcept nogil:
+    """backward_chunks without an input gradient, by work items: item = chunk * groups + group, for
+    groups of GRAD_CHANNELS output channels.  The chunk's phase planes are made once per chunk; each
+    channel's spread, bias sum and weight-gradient sums are those backward_chunks computes (the same
+    operations in the same order), but a batch smaller than the team still splits (by channels).
+    Returns 1 if out of memory."""
+    cdef Py_ssize_t image_size = p.C * p.H * p.W
+    cdef Py_ssize_t grad_image = p.O * p.PH * p.PW
+    cdef Py_ssize_t argmax_image = p.O * p.PH * p.argmax_width
+    cdef Py_ssize_t spread_image = p.PH * p.blocks * p.window * p.lanes
+    cdef Py_ssize_t groups = (p.O + GRAD_CHANNELS - 1) // GRAD_CHANNELS
+    # Scratch, in elements: phase planes of a chunk's images, one group's spread gradients
+    # ([channel][image] blocks) and bias lanes.
+    cdef Py_ssize_t planes_size = chunk_size * p.plane_size
+    cdef Py_ssize_t spread_size = GRAD_CHANNELS * chunk_size * spread_image
+    cdef void* scratch_memory = malloc((planes_size + spread_size + GRAD_CHANNELS * p.lanes) * sizeof(floating)
+                                       + BLOCK_BYTES)
+    cdef const floating** block_inputs = <const floating**> malloc(chunk_size * p.PH * p.blocks * sizeof(floating*))
+    cdef floating* planes = <floating*> align_block(scratch_memory)
+    cdef floating* spread = planes + planes_size
+    cdef floating* bias_lanes = spread + spread_size
+    cdef Py_ssize_t item, chunk, planes_of = -1, first = 0, images = 0, i, o, o0, channels, py, b, n
+    if scratch_memory == NULL or block_inputs == NULL:
+        free(scratch_memory)
+        free(block_inputs)
+        return 1
+    for item in range(first_item, end_item):
+        chunk = item // groups
+        if chunk != planes_of:
+            first = chunk * chunk_size
+            images = min(chunk_size, N - first)
+            for i in range(images):
+                copy_planes(<floating*> x + (first + i) * image_size, planes + i * p.plane_size, p, True)
+                for py in range(p.PH):
+                    for b in range(p.blocks):
+                        block_inputs[(i * p.PH + py) * p.blocks + b] = block_start(planes + i * p.plane_size, p, py, b)
+            planes_of = chunk
+        o0 = item % groups * GRAD_CHANNELS
+        channels = min(<Py_ssize_t> GRAD_CHANNELS, p.O - o0)
+        memset(bias_lanes, 0, GRAD_CHANNELS * p.lanes * sizeof(floating))
+        for i in range(images):
+            n = first + i
+            for o in range(o0, o0 + channels):
+                spread_channel(grad_out + n * grad_image + o * p.PH * p.PW,
+                               argmax + n * argmax_image + o * p.PH * p.argmax_width, p,
+                               spread + ((o - o0) * chunk_size + i) * spread_image, bias_lanes + (o - o0) * p.lanes)
+        for o in range(o0, o0 + channels):
+            bias_sums[chunk * p.O + o] = lane_total(bias_lanes + (o - o0) * p.lanes, p.lanes)
+        if want_weight:
+            weight_grad_channels(block_inputs, images * p.PH * p.blocks, spread, chunk_size * spread_image,
+                                 <int> channels, taps, p, weight_sums + (chunk * p.O + o0) * p.K)
+    free(scratch_memory)
+    free(block_inputs)
+    return 0
+
+
 def conv_relu_pool_backward(floating[:, :, :, ::1] x, floating[:, :, :, ::1] weight,
                             floating[:, :, :, ::1] grad_out, signed char[:, :, :, ::1] argmax not None,
                             floating[:, :, :, ::1] grad_x, floating[:, :, :, ::1] grad_weight,
@@ -486,7 +551,7 @@ def conv_relu_pool_backward(floating[:, :, :, ::1] x, floating[:, :, :, ::1] wei
     cdef int threads
     cdef int failed = 0
     cdef int* failed_flag = &failed
-    cdef Py_ssize_t part
+    cdef Py_ssize_t part, items
     cdef Py_ssize_t* taps = NULL
     cdef floating* weight_t = NULL
     cdef floating* weight_sums = NULL
@@ -501,7 +566,10 @@ def conv_relu_pool_backward(floating[:, :, :, ::1] x, floating[:, :, :, ::1] wei
             grad_x[...] = 0
         return
     chunk_count = (N + chunk_size - 1) // chunk_size
-    threads = choose_threads(N * p.O * p.K * p.PH * p.PW * p.window * (1 + want_x), chunk_count, num_threads)
+    # Without an input gradient the work splits by (chunk, channel group) items; with one, by chunks
+    # (the input gradient of an image needs every channel's spread).
+    items = chunk_count if want_x else chunk_count * ((p.O + GRAD_CHANNELS - 1) // GRAD_CHANNELS)
+    threads = choose_threads(N * p.O * p.K * p.PH * p.PW * p.window * (1 + want_x), items, num_threads)
     taps = <Py_ssize_t*> malloc(p.window * p.K_padded * sizeof(Py_ssize_t))
     weight_t = <floating*> malloc(p.K_padded * p.O * sizeof(floating))
     weight_sums = <floating*> malloc(chunk_count * p.O * p.K * sizeof(floating))
@@ -511,7 +579,17 @@ def conv_relu_pool_backward(floating[:, :, :, ::1] x, floating[:, :, :, ::1] wei
     else:
         fill_taps(&p, taps)
         transpose_weights(&weight[0, 0, 0, 0], &p, weight_t)
-        if threads == 1:  # no parallel region for small work
+        if not want_x and threads == 1:  # no parallel region for small work
+            with nogil:
+                failed = backward_items(&x[0, 0, 0, 0], &grad_out[0, 0, 0, 0], &argmax[0, 0, 0, 0], N, chunk_size,
+                                        0, items, taps, &p, want_weight, weight_sums, bias_sums)
+        elif not want_x:
+            for part in prange(threads, nogil=True, schedule="static", num_threads=threads):
+                if backward_items(&x[0, 0, 0, 0], &grad_out[0, 0, 0, 0], &argmax[0, 0, 0, 0], N, chunk_size,
+                                  part * items // threads, (part + 1) * items // threads, taps, &p, want_weight,
+                                  weight_sums, bias_sums):
+                    failed_flag[0] = 1
+        elif threads == 1:  # no parallel region for small work
             with nogil:
                 failed = backward_chunks(&x[0, 0, 0, 0], &grad_out[0, 0, 0, 0], &argmax[0, 0, 0, 0], N, chunk_size,
                                          0, chunk_count, taps, weight_t, &p, want_weight, grad_x_data,

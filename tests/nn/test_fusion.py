@@ -202,22 +202,25 @@ def test_grad_mode_of_the_conv_call_wins(rng):
 
 # ----------------------------------------------------------------- threads and inference
 
-def fused_run(x, weight, bias, threads_fixture, n_threads):
+def fused_run(x, weight, bias, threads_fixture, n_threads, input_grad=True):
     threads_fixture(n_threads)
-    tensors = [cnncy.tensor(a, requires_grad=True) for a in (x, weight, bias)]
+    tensors = [cnncy.tensor(x, requires_grad=input_grad)] + [cnncy.tensor(a, requires_grad=True) for a in (weight, bias)]
     out = F.max_pool2d(F.relu(F.conv2d(*tensors, padding=1)), 2)
     out.backward(cnncy.tensor(np.linspace(-1, 1, out.numel(), dtype=x.dtype).reshape(out.shape)))
-    return [out.detach().numpy()] + [t.grad.numpy() for t in tensors]
+    return [out.detach().numpy()] + [t.grad.numpy() for t in tensors if t.requires_grad]
 
 
-@pytest.mark.parametrize("n", [37, 64])
-def test_one_and_two_threads_are_bitwise_identical(rng, dtype, threads, n):
+# Batches smaller than the team split by channel blocks (forward) and channel groups (backward
+# without an input gradient); larger ones by images and batch chunks.
+@pytest.mark.parametrize("n", [1, 3, 37, 64])
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_one_two_and_three_threads_are_bitwise_identical(rng, dtype, threads, n, input_grad):
     x = rng.standard_normal((n, 3, 20, 20)).astype(dtype)
     weight, bias = conv_parameters(rng, dtype, 3, 16, 3)
-    one = fused_run(x, weight, bias, threads, 1)
-    two = fused_run(x, weight, bias, threads, 2)
-    for a, b in zip(one, two):
-        np.testing.assert_array_equal(a, b)
+    one = fused_run(x, weight, bias, threads, 1, input_grad)
+    for n_threads in (2, 3):
+        for a, b in zip(one, fused_run(x, weight, bias, threads, n_threads, input_grad)):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_no_grad_inference_equals_the_training_forward(rng, dtype):
