@@ -182,6 +182,23 @@ def _geometry(op, input, kernel, stride, pad, dilation, ceil_mode):
 
 # ----------------------------------------------------------------- public ops
 
+_VALIDATED_ENTRIES = 256
+_validated_max_pool = {}
+
+
+def _validate_max_pool2d(op, input, kernel_size, stride, padding, dilation, ceil_mode):
+    """(kernel, stride, padding, dilation, out_h, out_w) of a valid max_pool2d call, else torch's error."""
+    kernel = _pair(op, "kernel_size", kernel_size, 2)
+    stride = _pair(op, "stride", stride, 3, default=kernel)
+    pad = _pair(op, "padding", padding, 4)
+    dilation = _pair(op, "dilation", dilation, 5)
+    if input.ndim not in (3, 4):
+        raise RuntimeError(f"{op}: non-empty 3D or 4D (batch mode) tensor expected for input, "
+                           f"got shape {tuple(input.shape)}")
+    out_h, out_w = _geometry(op, input, kernel, stride, pad, dilation, ceil_mode)
+    return kernel, stride, pad, dilation, out_h, out_w
+
+
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
     """2-D max pooling over an input of shape (N, C, H, W) or (C, H, W).
@@ -205,14 +222,20 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     """
     op = "max_pool2d"
     check_tensor(op, "input", input)
-    kernel = _pair(op, "kernel_size", kernel_size, 2)
-    stride = _pair(op, "stride", stride, 3, default=kernel)
-    pad = _pair(op, "padding", padding, 4)
-    dilation = _pair(op, "dilation", dilation, 5)
-    if input.ndim not in (3, 4):
-        raise RuntimeError(f"{op}: non-empty 3D or 4D (batch mode) tensor expected for input, "
-                           f"got shape {tuple(input.shape)}")
-    out_h, out_w = _geometry(op, input, kernel, stride, pad, dilation, ceil_mode)
+    # A layer sees the same arguments and input shape step after step: their validated geometry is
+    # remembered (for plain int arguments, so that 2.0 or True never match a cached 2 or 1).
+    key = None
+    if (type(kernel_size) is int and (stride is None or type(stride) is int) and type(padding) is int
+            and type(dilation) is int and type(ceil_mode) is bool):
+        key = (input.shape, input.dtype, kernel_size, stride, padding, dilation, ceil_mode)
+        validated = _validated_max_pool.get(key)
+    if key is None or validated is None:
+        validated = _validate_max_pool2d(op, input, kernel_size, stride, padding, dilation, ceil_mode)
+        if key is not None:
+            if len(_validated_max_pool) >= _VALIDATED_ENTRIES:
+                _validated_max_pool.clear()
+            _validated_max_pool[key] = validated
+    kernel, stride, pad, dilation, out_h, out_w = validated
     fused = fusion.fused_max_pool2d(input, kernel, stride, pad, dilation, ceil_mode, return_indices)
     if fused is not None:  # of a conv2d (+ relu) that is not computed yet: one kernel (see fusion.py)
         return fused
