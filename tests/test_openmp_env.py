@@ -13,7 +13,7 @@ def run_probe(**overrides):
 
 
 def test_short_spin_by_default():
-    assert run_probe() == ["2000", "None"]
+    assert run_probe() == ["3000", "None"]
 
 
 def test_users_wait_policy_is_left_alone():
