@@ -5,6 +5,7 @@ The elementwise and shape ops that ordinary training code needs are defined
 here as small autograd Functions; the heavy ops (conv, pooling, linear,
 losses) live in cnncy.nn.functional and run on the Cython kernels.
 """
+import math
 import numbers
 import weakref
 
@@ -682,7 +683,7 @@ class Tensor:
         if start > end:
             raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
         shape = self._array.shape
-        new_shape = shape[:start] + (int(np.prod(shape[start:end + 1])),) + shape[end + 1:]
+        new_shape = shape[:start] + (math.prod(shape[start:end + 1]),) + shape[end + 1:]
         return View.apply(self, new_shape)
 
     def unsqueeze(self, dim):
@@ -756,7 +757,7 @@ class Size(tuple):
     """torch.Size: a tuple of ints that prints as torch.Size([...])."""
 
     def numel(self):
-        return int(np.prod(self))
+        return math.prod(self)
 
     def __repr__(self):
         return f"cnncy.Size({list(self)})"

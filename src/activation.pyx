@@ -42,6 +42,10 @@ def relu_forward(const floating[::1] x, floating[::1] out, int num_threads):
     cdef const floating* x_data = &x[0]
     cdef floating* out_data = &out[0]
     cdef int threads = team_size(chunks, n, num_threads)
+    if threads == 1:  # no parallel region (one costs ~0.7 us even for one thread)
+        with nogil:
+            relu_chunk(x_data, out_data, n)
+        return
     for c in prange(chunks, nogil=True, schedule='static', num_threads=threads):
         relu_chunk(x_data + c * CHUNK, out_data + c * CHUNK, min(CHUNK, n - c * CHUNK))
 
@@ -58,6 +62,10 @@ def relu_backward(const floating[::1] grad_out, const floating[::1] out, floatin
     cdef const floating* out_data = &out[0]
     cdef floating* grad_x_data = &grad_x[0]
     cdef int threads = team_size(chunks, n, num_threads)
+    if threads == 1:  # no parallel region for small work
+        with nogil:
+            relu_backward_chunk(grad_out_data, out_data, grad_x_data, n)
+        return
     for c in prange(chunks, nogil=True, schedule='static', num_threads=threads):
         relu_backward_chunk(grad_out_data + c * CHUNK, out_data + c * CHUNK,
                             grad_x_data + c * CHUNK, min(CHUNK, n - c * CHUNK))
@@ -88,6 +96,14 @@ cdef void softmax_rows(const floating[:, ::1] x, floating[:, ::1] out, bint log,
     if rows == 0 or cols == 0:
         return
     cdef int threads = team_size(rows, rows * cols, num_threads)
+    if threads == 1:  # no parallel region for small work
+        with nogil:
+            for r in range(rows):
+                if log:
+                    log_softmax_row(&x[r, 0], &out[r, 0], cols)
+                else:
+                    softmax_row(&x[r, 0], &out[r, 0], cols)
+        return
     for r in prange(rows, nogil=True, schedule='static', num_threads=threads):
         if log:
             log_softmax_row(&x[r, 0], &out[r, 0], cols)
@@ -102,6 +118,11 @@ cdef void softmax_backward_rows(const floating[:, ::1] grad_out, const floating[
     if rows == 0 or cols == 0:
         return
     cdef int threads = team_size(rows, rows * cols, num_threads)
+    if threads == 1:  # no parallel region for small work
+        with nogil:
+            for r in range(rows):
+                softmax_backward_row(&grad_out[r, 0], &out[r, 0], &grad_x[r, 0], cols, log)
+        return
     for r in prange(rows, nogil=True, schedule='static', num_threads=threads):
         softmax_backward_row(&grad_out[r, 0], &out[r, 0], &grad_x[r, 0], cols, log)
 

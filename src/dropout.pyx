@@ -47,6 +47,13 @@ def dropout_apply(const floating[::1] src, floating[::1] dst, uint64_t seed, uin
     cdef const floating* src_data = &src[0]
     cdef floating* dst_data = &dst[0]
     cdef int threads = team_size(chunks, n, num_threads)
+    if threads == 1:  # no parallel region for small work
+        with nogil:
+            for c in range(chunks):
+                start = c * CHUNK
+                dropout_chunk(src_data + start, dst_data + start, start, min(CHUNK, n - start),
+                              seed, keep_below, scale)
+        return
     for c in prange(chunks, nogil=True, schedule='static', num_threads=threads):
         start = c * CHUNK
         dropout_chunk(src_data + start, dst_data + start, start, min(CHUNK, n - start),

@@ -43,6 +43,12 @@ def max_pool2d_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] ou
     cdef floating* out_data = &out[0, 0, 0, 0]
     cdef int64_t* argmax_data = &argmax[0, 0, 0, 0]
     cdef int threads = team_size(planes, planes * out_size * kh * kw, num_threads)
+    if threads == 1:  # no parallel region (one costs ~0.7 us even for one thread)
+        with nogil:
+            for p in range(planes):
+                max_pool2d_plane(x_data + p * in_size, out_data + p * out_size,
+                                 argmax_data + p * out_size, &g)
+        return
     for p in prange(planes, nogil=True, schedule='static', num_threads=threads):
         max_pool2d_plane(x_data + p * in_size, out_data + p * out_size,
                          argmax_data + p * out_size, &g)
@@ -61,6 +67,12 @@ def max_pool2d_backward(const floating[:, :, :, ::1] grad_out, const int64_t[:, 
     cdef const floating* grad_out_data = &grad_out[0, 0, 0, 0]
     cdef const int64_t* argmax_data = &argmax[0, 0, 0, 0]
     cdef int threads = team_size(planes, planes * (in_size + out_size), num_threads)
+    if threads == 1:  # no parallel region (one costs ~0.7 us even for one thread)
+        with nogil:
+            for p in range(planes):
+                max_pool2d_backward_plane(grad_out_data + p * out_size, argmax_data + p * out_size,
+                                          grad_x_data + p * in_size, in_size, out_size)
+        return
     for p in prange(planes, nogil=True, schedule='static', num_threads=threads):
         max_pool2d_backward_plane(grad_out_data + p * out_size, argmax_data + p * out_size,
                                   grad_x_data + p * in_size, in_size, out_size)
@@ -155,6 +167,12 @@ def avg_pool2d_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] ou
     cdef const floating* x_data = &x[0, 0, 0, 0]
     cdef floating* out_data = &out[0, 0, 0, 0]
     cdef int threads = team_size(planes, planes * out_size * kh * kw, num_threads)
+    if threads == 1:  # no parallel region (one costs ~0.7 us even for one thread)
+        with nogil:
+            for p in range(planes):
+                avg_pool2d_plane(x_data + p * in_size, out_data + p * out_size, &g,
+                                 count_include_pad, divisor_override)
+        return
     for p in prange(planes, nogil=True, schedule='static', num_threads=threads):
         avg_pool2d_plane(x_data + p * in_size, out_data + p * out_size, &g,
                          count_include_pad, divisor_override)
@@ -176,6 +194,12 @@ def avg_pool2d_backward(const floating[:, :, :, ::1] grad_out, floating[:, :, :,
     cdef floating* grad_x_data = &grad_x[0, 0, 0, 0]
     cdef const floating* grad_out_data = &grad_out[0, 0, 0, 0]
     cdef int threads = team_size(planes, planes * (in_size + out_size * kh * kw), num_threads)
+    if threads == 1:  # no parallel region (one costs ~0.7 us even for one thread)
+        with nogil:
+            for p in range(planes):
+                avg_pool2d_backward_plane(grad_out_data + p * out_size, grad_x_data + p * in_size, &g,
+                                          count_include_pad, divisor_override)
+        return
     for p in prange(planes, nogil=True, schedule='static', num_threads=threads):
         avg_pool2d_backward_plane(grad_out_data + p * out_size, grad_x_data + p * in_size, &g,
                                   count_include_pad, divisor_override)
