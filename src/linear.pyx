@@ -85,12 +85,6 @@ cdef void tiled_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating
     cdef Py_ssize_t nr = packed_cols(<floating*> NULL)
     cdef Py_ssize_t tile_rows = TILE_ROWS, tile_cols = TILE_COLS
     cdef Py_ssize_t row_tiles, col_tiles, tile, i0, j0
-    # Rows first, where they split evenly: each thread then writes whole rows (samples, for grad_x),
-    # as the conv kernels around the linear layer split the batch, so that they find their share in
-    # their own cache.  A few rows (grad_weight of a 10-class head) split by columns instead.
-    while (threads > 1 and (M + tile_rows - 1) // tile_rows < threads and tile_rows > GEMM_MR
-           and M >= 2 * threads * GEMM_MR):
-        tile_rows = round_up(tile_rows // 2, GEMM_MR)
     while threads > 1 and ((M + tile_rows - 1) // tile_rows) * ((N + tile_cols - 1) // tile_cols) < 2 * threads:
         if tile_cols > nr:
             tile_cols = round_up(tile_cols // 2, nr)
