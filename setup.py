@@ -3,6 +3,12 @@
 Every src/<name>.pyx becomes cnncy._<name>.  OpenMP is used when the compiler
 accepts -fopenmp; otherwise the kernels build serially and a warning says so.
 
+The Python layer's hot modules (autograd, tensor, nn, optim, the DataLoader) are compiled too,
+as plain Python with Cython's default directives: they stay ordinary .py files (the .py is the
+source of truth and works alone), and the compiled module, which Python imports in preference,
+runs a training step's Python in about half the time (kernel-free LeNet step: 87 -> 53 us).  Set
+CNNCY_PURE_PYTHON=1 to skip that, for example to step through the layer in a debugger.
+
 SIMD: by default the kernels are compiled for the CPU doing the build
 (-march=native), which is what a `pip install .` user wants on their own
 machine.  Set CNNCY_PORTABLE=1 to build for baseline x86-64 (SSE2) instead,
@@ -75,6 +81,21 @@ extensions = [
     if not only or pyx.stem in only
 ]
 
+# The Python layer compiled as Python: default directives (bounds and negative indices checked,
+# Python division), so the compiled module behaves as the .py does.  cnncy/_frames.py is never
+# compiled (it needs its own frame), nor code that runs once (package setup, datasets, I/O).
+PYTHON_LAYER = [
+    "cnncy/_threads.py", "cnncy/autograd.py", "cnncy/creation.py", "cnncy/tensor.py",
+    "cnncy/nn/parameter.py", *sorted(str(p.relative_to(HERE)) for p in (HERE / "cnncy/nn/functional").glob("*.py")
+                                     if p.name != "__init__.py"),
+    *sorted(str(p.relative_to(HERE)) for p in (HERE / "cnncy/nn/modules").glob("*.py") if p.name != "__init__.py"),
+    "cnncy/optim/optimizer.py", "cnncy/optim/sgd.py", "cnncy/optim/adam.py", "cnncy/utils/data.py",
+]
+pure_python = os.environ.get("CNNCY_PURE_PYTHON", "") not in ("", "0")
+python_layer = [] if pure_python or only else [
+    Extension(path[:-3].replace("/", "."), [path], extra_compile_args=["-O2"]) for path in PYTHON_LAYER
+]
+
 setup(
     ext_modules=cythonize(
         extensions,
@@ -87,5 +108,6 @@ setup(
             "initializedcheck": False,
             "nonecheck": False,
         },
-    ),
+    ) + (cythonize(python_layer, compiler_directives={"language_level": 3, "binding": True})
+         if python_layer else []),
 )

@@ -1,5 +1,6 @@
 """What this build of cnncy is: version, SIMD target, OpenMP, threads."""
 import platform
+import sys
 
 import numpy as np
 
@@ -22,6 +23,16 @@ def _cpu_simd():
     return "unknown"
 
 
+def python_layer():
+    """How cnncy's Python layer runs: the count of its modules loaded compiled by Cython (setup.py
+    compiles them unless CNNCY_PURE_PYTHON=1 at build time), or 'pure Python'."""
+    layer = [module for name, module in list(sys.modules.items())
+             if name.startswith("cnncy.") and not name.rsplit(".", 1)[-1].startswith("_")
+             and getattr(module, "__file__", None)]
+    compiled = sum(not module.__file__.endswith(".py") for module in layer)
+    return f"compiled by Cython ({compiled} of {len(layer)} modules)" if compiled else "pure Python"
+
+
 def config():
     from . import __version__
     return {
@@ -31,6 +42,7 @@ def config():
         "openmp": openmp_enabled(),
         "num_threads": get_num_threads(),
         "omp_wait": wait_policy(),
+        "python_layer": python_layer(),
         "malloc_tuned": malloc_tuned(),
         "numpy": np.__version__,
         "python": platform.python_version(),

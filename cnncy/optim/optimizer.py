@@ -11,6 +11,7 @@ from itertools import chain
 
 import numpy as np
 
+from .._frames import user_stacklevel
 from ..tensor import Tensor
 
 
@@ -126,7 +127,7 @@ class Optimizer:
             warnings.warn("optimizer contains a parameter group with duplicate parameters; "
                           "in future, this will cause an error; "
                           "see github.com/pytorch/pytorch/issues/40967 for more information",
-                          stacklevel=3)
+                          stacklevel=user_stacklevel())
         existing = set()
         for group in self.param_groups:
             existing.update(id(p) for p in group["params"])

@@ -20,6 +20,7 @@ import warnings
 import numpy as np
 
 from .. import creation
+from .._frames import user_stacklevel
 from ..tensor import Tensor, float64, int64
 
 
@@ -199,7 +200,7 @@ def _lengths_from_fractions(fractions, total):
     for i, length in enumerate(lengths):
         if length == 0:
             warnings.warn(f"Length of split at index {i} is 0. This might result in an empty dataset.",
-                          stacklevel=3)
+                          stacklevel=user_stacklevel())
     return lengths
 
 

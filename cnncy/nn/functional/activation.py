@@ -8,6 +8,7 @@ from ... import _activation
 from ..._threads import get_num_threads
 from ...autograd import Function
 from ...tensor import Tensor, _normalize_dims, _normalize_dtype
+from ..._frames import user_stacklevel
 from . import fusion
 from ._inplace import apply_inplace
 from ._validation import _FLOAT_DTYPES, check_tensor
@@ -109,17 +110,17 @@ def relu(input, inplace=False):
     return ReLUFunction.apply(input, False)
 
 
-def _softmax_dim(op, ndim, stacklevel):
-    """torch's implicit choice of dim, with its deprecation warning."""
+def _softmax_dim(op, ndim):
+    """torch's implicit choice of dim, with its deprecation warning at the user's line."""
     warnings.warn(f"Implicit dimension choice for {op} has been deprecated. "
-                  "Change the call to include dim=X as an argument.", stacklevel=stacklevel)
+                  "Change the call to include dim=X as an argument.", stacklevel=user_stacklevel())
     return 0 if ndim in (0, 1, 3) else 1
 
 
-def _softmax(op, input, dim, dtype, log, stacklevel):
+def _softmax(op, input, dim, dtype, log):
     check_tensor(op, "input", input)
     if dim is None:
-        dim = _softmax_dim(op, input.ndim, stacklevel + 1)
+        dim = _softmax_dim(op, input.ndim)
     if dtype is not None:
         input = input.to(_normalize_dtype(dtype))
     (dim,) = _normalize_dims(dim, input.ndim)
@@ -136,8 +137,10 @@ def softmax(input, dim=None, _stacklevel=3, dtype=None):
         input: float32 or float64 tensor.
         dim: the dimension to normalize over. None picks torch's deprecated implicit choice.
         dtype: if given, input is cast to it first.
+        _stacklevel: accepted as torch does; the implicit-dim warning always points at the
+            first line outside cnncy.
     """
-    return _softmax("softmax", input, dim, dtype, False, _stacklevel)
+    return _softmax("softmax", input, dim, dtype, False)
 
 
 def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
@@ -147,5 +150,6 @@ def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
         input: float32 or float64 tensor.
         dim: the dimension to normalize over. None picks torch's deprecated implicit choice.
         dtype: if given, input is cast to it first.
+        _stacklevel: accepted as torch does (see softmax).
     """
-    return _softmax("log_softmax", input, dim, dtype, True, _stacklevel)
+    return _softmax("log_softmax", input, dim, dtype, True)

@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 
 from ... import _loss
+from ..._frames import user_stacklevel
 from ..._threads import get_num_threads
 from ...autograd import Function
 from ...tensor import Tensor
@@ -33,7 +34,7 @@ def _type_name(dtype):
 def legacy_reduction(size_average, reduce):
     """torch's mapping of the deprecated size_average/reduce arguments to a reduction string."""
     warnings.warn("size_average and reduce args will be deprecated, please use reduction='mean' "
-                  "instead.", stacklevel=3)
+                  "instead.", stacklevel=user_stacklevel())
     size_average = True if size_average is None else size_average
     reduce = True if reduce is None else reduce
     if size_average and reduce:
