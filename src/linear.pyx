@@ -84,7 +84,7 @@ cdef void tiled_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating
     cdef int threads = team(M * N * K, num_threads)
     cdef Py_ssize_t nr = packed_cols(<floating*> NULL)
     cdef Py_ssize_t tile_rows = TILE_ROWS, tile_cols = TILE_COLS
-    cdef Py_ssize_t row_tiles, col_tiles, tile, i0, j0
+    cdef Py_ssize_t row_tiles, col_tiles, tile
     while threads > 1 and ((M + tile_rows - 1) // tile_rows) * ((N + tile_cols - 1) // tile_cols) < 2 * threads:
         if tile_cols > nr:
             tile_cols = round_up(tile_cols // 2, nr)
@@ -94,11 +94,22 @@ cdef void tiled_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating
             break
     row_tiles = (M + tile_rows - 1) // tile_rows
     col_tiles = (N + tile_cols - 1) // tile_cols
+    if threads == 1:  # no parallel region (one costs ~0.7 us even for one thread)
+        for tile in range(row_tiles * col_tiles):
+            product_tile(tile, col_tiles, tile_rows, tile_cols, M, N, K, a_packed, B, b_row, b_col, C)
+        return
     for tile in prange(row_tiles * col_tiles, schedule="static", num_threads=threads):
-        i0 = tile // col_tiles * tile_rows
-        j0 = tile % col_tiles * tile_cols
-        gemm(min(tile_rows, M - i0), min(tile_cols, N - j0), K, a_packed + i0 * K, B + j0 * b_col, b_row,
-             b_col, C + i0 * N + j0, N, False)
+        product_tile(tile, col_tiles, tile_rows, tile_cols, M, N, K, a_packed, B, b_row, b_col, C)
+
+
+cdef inline void product_tile(Py_ssize_t tile, Py_ssize_t col_tiles, Py_ssize_t tile_rows, Py_ssize_t tile_cols,
+                              Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* a_packed,
+                              const floating* B, Py_ssize_t b_row, Py_ssize_t b_col, floating* C) noexcept nogil:
+    """Output tile `tile` of tiled_product (tiles numbered row by row)."""
+    cdef Py_ssize_t i0 = tile // col_tiles * tile_rows
+    cdef Py_ssize_t j0 = tile % col_tiles * tile_cols
+    gemm(min(tile_rows, M - i0), min(tile_cols, N - j0), K, a_packed + i0 * K, B + j0 * b_col, b_row,
+         b_col, C + i0 * N + j0, N, False)
 
 
 cdef bint product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A, Py_ssize_t a_row,
@@ -113,7 +124,7 @@ cdef bint product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A, P
         # B is the transpose of a row-major matrix (the forward's x^T or weight^T).  gemm would
         # gather each panel's columns element by element, once per tile; one vectorised
         # transpose makes B's rows contiguous for every tile (LeNet's 400 -> 120 layer at batch
-        # 64: 63 -> 30 us).
+        # 64, one thread: 63 -> 42 us).
         b_rows = <floating*> malloc(K * N * sizeof(floating))
         if b_rows == NULL:
             free(a_packed)
@@ -132,17 +143,27 @@ cdef void dot_tiles(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A,
     """C[M, N] = A[M, K] @ B[N, K]^T, one register tile of dot products (linear_blocks.h) per task."""
     cdef Py_ssize_t col_tiles = (N + DOT_COLS - 1) // DOT_COLS
     cdef Py_ssize_t tiles = (M + DOT_ROWS - 1) // DOT_ROWS * col_tiles
-    cdef Py_ssize_t tile, i0, j0
+    cdef Py_ssize_t tile
     cdef int threads = num_threads if M * N * K >= STREAM_PARALLEL_MIN_WORK else 1
+    if threads == 1:  # no parallel region for small work
+        for tile in range(tiles):
+            dot_tile(tile, col_tiles, M, N, K, A, B, C)
+        return
     for tile in prange(tiles, schedule="static", num_threads=threads):
-        i0 = tile // col_tiles * DOT_ROWS
-        j0 = tile % col_tiles * DOT_COLS
-        if floating is float:
-            dot_tile_f32(A + i0 * K, K, min(DOT_ROWS, M - i0), B + j0 * K, K, min(DOT_COLS, N - j0), K,
-                         C + i0 * N + j0, N)
-        else:
-            dot_tile_f64(A + i0 * K, K, min(DOT_ROWS, M - i0), B + j0 * K, K, min(DOT_COLS, N - j0), K,
-                         C + i0 * N + j0, N)
+        dot_tile(tile, col_tiles, M, N, K, A, B, C)
+
+
+cdef inline void dot_tile(Py_ssize_t tile, Py_ssize_t col_tiles, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                          const floating* A, const floating* B, floating* C) noexcept nogil:
+    """Register tile `tile` of dot_tiles (tiles numbered row by row)."""
+    cdef Py_ssize_t i0 = tile // col_tiles * DOT_ROWS
+    cdef Py_ssize_t j0 = tile % col_tiles * DOT_COLS
+    if floating is float:
+        dot_tile_f32(A + i0 * K, K, min(DOT_ROWS, M - i0), B + j0 * K, K, min(DOT_COLS, N - j0), K,
+                     C + i0 * N + j0, N)
+    else:
+        dot_tile_f64(A + i0 * K, K, min(DOT_ROWS, M - i0), B + j0 * K, K, min(DOT_COLS, N - j0), K,
+                     C + i0 * N + j0, N)
 
 
 cdef bint rows_forward(Py_ssize_t N, Py_ssize_t I, Py_ssize_t O, const floating* x, const floating* weight,
@@ -267,9 +288,9 @@ cdef void few_rows_backward(Py_ssize_t N, Py_ssize_t I, Py_ssize_t O, const floa
                             floating* grad_weight, int num_threads) noexcept nogil:
     """grad_x (unless NULL) and grad_weight for N <= FEW_ROWS rows as streamed sums of rows.
 
-    In parallel, each team member writes a contiguous share of grad_weight's rows (the share of the
-    weight that the optimizer's step, split the same way, then updates on the same core) and a share
-    of grad_x's blocks of FEW_ROWS_COLUMNS features.  Each entry is one sum, over the outputs
+    In parallel, each team member writes a contiguous share of grad_weight's rows (about the share
+    of the weight that the optimizer's step, split by blocks of the flat parameters, then updates on
+    the same core) and a share of grad_x's blocks of FEW_ROWS_COLUMNS features.  Each entry is one sum, over the outputs
     (grad_x) or the rows (grad_weight), by one thread: the same for any thread count."""
     cdef int threads = num_threads if N * I * O >= STREAM_PARALLEL_MIN_WORK else 1
     if threads == 1:  # no parallel region for small work
