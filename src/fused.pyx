@@ -31,6 +31,8 @@ convolution of the spread gradient, per image.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
+from libc.float cimport DBL_MAX, FLT_MAX
+from libc.math cimport fabs
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
@@ -44,12 +46,14 @@ cdef extern from "fused_blocks.h":
                              Py_ssize_t taps_stride, Py_ssize_t K, Py_ssize_t window, const float* weight,
                              const float* bias, int relu, int channels, int count, float* out, Py_ssize_t out_row,
                              Py_ssize_t out_stride, signed char* argmax, Py_ssize_t argmax_row,
-                             Py_ssize_t argmax_stride) noexcept nogil
+                             Py_ssize_t argmax_stride, int finite_outputs) noexcept nogil
     void window_max_rows_f64(const double* inputs, Py_ssize_t input_row, Py_ssize_t rows, const Py_ssize_t* taps,
                              Py_ssize_t taps_stride, Py_ssize_t K, Py_ssize_t window, const double* weight,
                              const double* bias, int relu, int channels, int count, double* out, Py_ssize_t out_row,
                              Py_ssize_t out_stride, signed char* argmax, Py_ssize_t argmax_row,
-                             Py_ssize_t argmax_stride) noexcept nogil
+                             Py_ssize_t argmax_stride, int finite_outputs) noexcept nogil
+    double max_abs_f32(const float* p, Py_ssize_t n) noexcept nogil
+    double max_abs_f64(const double* p, Py_ssize_t n) noexcept nogil
     void spread_rows_f32(const float* grad, Py_ssize_t rows, Py_ssize_t columns, const signed char* argmax,
                          Py_ssize_t argmax_width, Py_ssize_t window, float* spread, float* bias_sum) noexcept nogil
     void spread_rows_f64(const double* grad, Py_ssize_t rows, Py_ssize_t columns, const signed char* argmax,
@@ -245,10 +249,51 @@ cdef void pack_weights(const floating* weight, const floating* bias, const Plan*
             packed_bias[o] = bias[o]
 
 
+cdef void output_bounds(const floating* weight, const floating* bias, const Plan* p,
+                        double* weight_bound, double* bias_bound) noexcept nogil:
+    """weight_bound: the largest sum of |weight| over one output channel's taps; bias_bound: the largest
+    |bias|.  Infinite if any weight or bias is NaN or infinite.
+
+    Every conv output of an input whose entries are at most M in magnitude is then at most
+    M * weight_bound + bias_bound (and so is every partial sum on the way to it)."""
+    cdef Py_ssize_t o, k
+    cdef double total
+    weight_bound[0] = 0
+    bias_bound[0] = 0
+    for o in range(p.O):
+        total = 0
+        for k in range(p.K):
+            total += fabs(weight[o * p.K + k])
+        if total != total:
+            total = DBL_MAX * 2  # inf
+        weight_bound[0] = max(weight_bound[0], total)
+        if bias != NULL:
+            total = fabs(bias[o])
+            bias_bound[0] = max(bias_bound[0], total if total == total else DBL_MAX * 2)
+
+
+cdef bint finite_outputs(const floating* image, const Plan* p, double weight_bound, double bias_bound) noexcept nogil:
+    """Whether no conv output of `image` can be NaN or infinite.
+
+    The 2x2 blocks take their maximum with the max instruction, which can drop a NaN; they run only
+    where this holds.  NaN or infinite inputs, weights or biases fail it (an infinite bound), and so do
+    magnitudes large enough that a sum could overflow: the bound is kept below half the largest
+    finite value, far more than rounding can add."""
+    cdef double input_bound
+    cdef double limit = FLT_MAX / 2 if floating is float else DBL_MAX / 2
+    if floating is float:
+        input_bound = max_abs_f32(image, p.C * p.H * p.W)
+    else:
+        input_bound = max_abs_f64(image, p.C * p.H * p.W)
+    return input_bound * weight_bound + bias_bound < limit
+
+
 cdef void forward_channel_block(const floating* planes, const Py_ssize_t* taps, const floating* packed_weight,
                                 const floating* packed_bias, const Plan* p, Py_ssize_t cb, floating* out,
-                                signed char* argmax, bint relu) noexcept nogil:
-    """Channel block cb (CHANNEL_BLOCK output channels) of one image, from its phase planes."""
+                                signed char* argmax, bint relu, bint finite_outputs) noexcept nogil:
+    """Channel block cb (CHANNEL_BLOCK output channels) of one image, from its phase planes.
+
+    finite_outputs: no conv output can be NaN (see finite_outputs), which allows the faster blocks."""
     cdef Py_ssize_t b, row = cb * CHANNEL_BLOCK * p.PH
     for b in range(p.blocks):
         if floating is float:
@@ -257,19 +302,20 @@ cdef void forward_channel_block(const floating* planes, const Py_ssize_t* taps, 
                                 packed_bias + cb * CHANNEL_BLOCK, relu, min(CHANNEL_BLOCK, p.O - cb * CHANNEL_BLOCK),
                                 min(p.lanes, p.PW - b * p.lanes), out + row * p.PW + b * p.lanes, p.PW, p.PH * p.PW,
                                 argmax + row * p.argmax_width + b * p.lanes if argmax != NULL else NULL,
-                                p.argmax_width, p.PH * p.argmax_width)
+                                p.argmax_width, p.PH * p.argmax_width, finite_outputs)
         else:
             window_max_rows_f64(block_start(<floating*> planes, p, 0, b), p.pool_h * p.pool_w * p.plane_width,
                                 p.PH, taps, p.K_padded, p.K, p.window, packed_weight + cb * p.K * CHANNEL_BLOCK,
                                 packed_bias + cb * CHANNEL_BLOCK, relu, min(CHANNEL_BLOCK, p.O - cb * CHANNEL_BLOCK),
                                 min(p.lanes, p.PW - b * p.lanes), out + row * p.PW + b * p.lanes, p.PW, p.PH * p.PW,
                                 argmax + row * p.argmax_width + b * p.lanes if argmax != NULL else NULL,
-                                p.argmax_width, p.PH * p.argmax_width)
+                                p.argmax_width, p.PH * p.argmax_width, finite_outputs)
 
 
 cdef int forward_items(const floating* x, Py_ssize_t first, Py_ssize_t end, const Py_ssize_t* taps,
                        const floating* packed_weight, const floating* packed_bias, const Plan* p,
-                       floating* out, signed char* argmax, bint relu) noexcept nogil:
+                       double weight_bound, double bias_bound, floating* out, signed char* argmax,
+                       bint relu) noexcept nogil:
     """The fused forward of work items first..end-1, item = image * channel_blocks + channel block,
     through phase planes of their own (made once per image); 1 if out of memory.
 
@@ -281,15 +327,18 @@ cdef int forward_items(const floating* x, Py_ssize_t first, Py_ssize_t end, cons
     cdef void* planes_memory = malloc(p.plane_size * sizeof(floating) + BLOCK_BYTES)
     cdef floating* planes = <floating*> align_block(planes_memory)
     cdef Py_ssize_t item, n, planes_of = -1
+    cdef bint finite = False
     if planes_memory == NULL:
         return 1
     for item in range(first, end):
         n = item // channel_blocks
         if n != planes_of:
             copy_planes(<floating*> x + n * image_size, planes, p, True)
+            finite = finite_outputs(x + n * image_size, p, weight_bound, bias_bound)
             planes_of = n
         forward_channel_block(planes, taps, packed_weight, packed_bias, p, item % channel_blocks,
-                              out + n * out_image, argmax + n * argmax_image if argmax != NULL else NULL, relu)
+                              out + n * out_image, argmax + n * argmax_image if argmax != NULL else NULL, relu,
+                              finite)
     free(planes_memory)
     return 0
 
@@ -314,6 +363,7 @@ def conv_relu_pool_forward(floating[:, :, :, ::1] x, floating[:, :, :, ::1] weig
     cdef floating* packed_bias
     cdef int failed = 0
     cdef int* failed_flag = &failed
+    cdef double weight_bound, bias_bound
     if N == 0 or p.O * p.PH * p.PW == 0:
         return
     taps = <Py_ssize_t*> malloc(p.window * p.K_padded * sizeof(Py_ssize_t))
@@ -324,14 +374,16 @@ def conv_relu_pool_forward(floating[:, :, :, ::1] x, floating[:, :, :, ::1] weig
     else:
         fill_taps(&p, taps)
         pack_weights(&weight[0, 0, 0, 0], bias_data, &p, packed_weight, packed_bias)
+        output_bounds(&weight[0, 0, 0, 0], bias_data, &p, &weight_bound, &bias_bound)
         if threads == 1:  # no parallel region for small work
             with nogil:
                 failed = forward_items(&x[0, 0, 0, 0], 0, items, taps, packed_weight, packed_bias, &p,
-                                       &out[0, 0, 0, 0], argmax_data, relu)
+                                       weight_bound, bias_bound, &out[0, 0, 0, 0], argmax_data, relu)
         else:
             for part in prange(threads, nogil=True, schedule="static", num_threads=threads):
                 if forward_items(&x[0, 0, 0, 0], part * items // threads, (part + 1) * items // threads, taps,
-                                  packed_weight, packed_bias, &p, &out[0, 0, 0, 0], argmax_data, relu):
+                                  packed_weight, packed_bias, &p, weight_bound, bias_bound, &out[0, 0, 0, 0],
+                                  argmax_data, relu):
                     failed_flag[0] = 1
     free(taps)
     free(packed_weight)

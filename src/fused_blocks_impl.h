@@ -67,16 +67,132 @@ static inline __attribute__((always_inline)) void NAME(pool_rows)(
                                argmax_stride);
 }
 
+/* The largest |p[i]| for i < n, or +inf if any p[i] is NaN or infinite.  v * 0 is 0 for finite v
+ * and NaN otherwise, so one multiply-add per vector finds those. */
+static inline double NAME(max_abs)(const REAL* p, ptrdiff_t n)
+{
+    const ptrdiff_t lanes = CNNCY_BLOCK_BYTES / sizeof(REAL);
+    NAME(vec) largest[2] = {NAME(splat)(0), NAME(splat)(0)};  /* two chains of dependent max */
+    NAME(vec) not_finite = NAME(splat)(0);
+    double result = 0;
+    ptrdiff_t i = 0;
+    for (; i + 2 * lanes <= n; i += 2 * lanes) {
+        for (int h = 0; h < 2; h++) {
+            NAME(vec) v = NAME(load)(p + i + h * lanes);
+            largest[h] = NAME(max_later)(NAME(max_later)(v, -v), largest[h]);
+            not_finite += v * NAME(splat)(0);
+        }
+    }
+    for (; i < n; i++) {
+        double magnitude = p[i] < 0 ? -(double) p[i] : (double) p[i];
+        if (!(magnitude <= (double) MAX_REAL))  /* NaN or infinite */
+            return __builtin_inf();
+        if (magnitude > result)
+            result = magnitude;
+    }
+    for (ptrdiff_t j = 0; j < lanes; j++) {
+        if (not_finite[j] != 0)  /* NaN */
+            return __builtin_inf();
+        for (int h = 0; h < 2; h++)
+            if (largest[h][j] > result)
+                result = largest[h][j];
+    }
+    return result;
+}
+
+/* window_max_block for 2x2 pools (window 4), with all four window positions of CNNCY_QUAD_CHANNELS
+ * output channels in registers at once: each weight, broadcast once, feeds four multiply-adds (one
+ * per position) instead of one, which halves the loads per multiply-add (window_max_block was
+ * load-bound).  Each conv output is the same sum in the same order as in conv_block.
+ *
+ * The maximum is `later > top ? later : top` (one max instruction), which keeps the first of equal
+ * values as torch does, signed zeros included, but drops a NaN that an earlier position held.  So
+ * this block is exact only when no conv output is NaN; the caller checks that the inputs bound every
+ * output to a finite value (finite_outputs in fused.pyx) and otherwise uses window_max_block.
+ * `weight` holds the channels' weights for tap k at weight[k * weight_stride + c]. */
+static inline __attribute__((always_inline)) void NAME(quad_block)(
+        const REAL* inputs, const ptrdiff_t* taps, ptrdiff_t taps_stride, ptrdiff_t K, const REAL* weight,
+        ptrdiff_t weight_stride, const REAL* bias, int relu, int channels, int count, REAL* out,
+        ptrdiff_t out_stride, signed char* argmax, ptrdiff_t argmax_stride)
+{
+    NAME(vec) acc[4][CNNCY_QUAD_CHANNELS];
+    for (int c = 0; c < CNNCY_QUAD_CHANNELS; c++) {
+        NAME(vec) b = NAME(splat)(bias[c]);
+        for (int pos = 0; pos < 4; pos++)
+            acc[pos][c] = b;
+    }
+#pragma GCC unroll 9
+    for (ptrdiff_t k = 0; k < K; k++) {
+        NAME(vec) x[4];
+        for (int pos = 0; pos < 4; pos++)
+            x[pos] = NAME(load)(inputs + taps[pos * taps_stride + k]);
+        for (int c = 0; c < CNNCY_QUAD_CHANNELS; c++) {
+            NAME(vec) w = NAME(splat)(weight[k * weight_stride + c]);
+            for (int pos = 0; pos < 4; pos++)
+                acc[pos][c] += w * x[pos];
+        }
+    }
+    for (int c = 0; c < channels; c++) {
+        NAME(vec) top = acc[0][c];
+        NAME(mask) top_pos = {0};
+        for (int pos = 1; pos < 4; pos++) {
+            if (argmax) {
+                NAME(mask) take = acc[pos][c] > top;
+                top_pos = (take & (MASK) pos) | (~take & top_pos);
+            }
+            top = NAME(max_later)(acc[pos][c], top);
+        }
+        if (relu) {
+            NAME(mask) passes = top > 0;
+            top = NAME(max_later)(top, NAME(splat)(0));  /* +0 where top <= 0 */
+            if (argmax)
+                top_pos = (passes & top_pos) | ~passes;  /* -1 where blocked */
+        }
+        NAME(store_first)(out + c * out_stride, top, count);
+        if (argmax)
+            NAME(store_int8)(argmax + c * argmax_stride, top_pos);
+    }
+}
+
+/* pool_rows for 2x2 pools through quad_block, CNNCY_QUAD_CHANNELS channels of the channel block at a
+ * time (the caller's weight is packed for CNNCY_CHANNEL_BLOCK channels per tap). */
+static inline __attribute__((always_inline)) void NAME(quad_rows)(
+        const REAL* inputs, ptrdiff_t input_row, ptrdiff_t rows, const ptrdiff_t* taps, ptrdiff_t taps_stride,
+        ptrdiff_t K, const REAL* weight, const REAL* bias, int relu, int channels, int count, REAL* out,
+        ptrdiff_t out_row, ptrdiff_t out_stride, signed char* argmax, ptrdiff_t argmax_row, ptrdiff_t argmax_stride)
+{
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        for (int c0 = 0; c0 < channels; c0 += CNNCY_QUAD_CHANNELS) {
+            int block_channels = channels - c0 < CNNCY_QUAD_CHANNELS ? channels - c0 : CNNCY_QUAD_CHANNELS;
+            if (argmax)  /* two copies: inference drops the position tracking at compile time */
+                NAME(quad_block)(inputs + r * input_row, taps, taps_stride, K, weight + c0, CNNCY_CHANNEL_BLOCK,
+                                 bias + c0, relu, block_channels, count, out + r * out_row + c0 * out_stride,
+                                 out_stride, argmax + r * argmax_row + c0 * argmax_stride, argmax_stride);
+            else
+                NAME(quad_block)(inputs + r * input_row, taps, taps_stride, K, weight + c0, CNNCY_CHANNEL_BLOCK,
+                                 bias + c0, relu, block_channels, count, out + r * out_row + c0 * out_stride,
+                                 out_stride, NULL, argmax_stride);
+        }
+    }
+}
+
 /* pool_rows, with the common sizes as constants so that the compiler unrolls their loops: 2x2 pools
  * (window 4), and in them a one-channel 3x3 kernel (9 taps).  Measured on SimpleCNN's layer, batch
- * 64: 250 us generic, 235 us for window 4, 220 us for both. */
+ * 64: 250 us generic, 235 us for window 4, 220 us for both.  finite_outputs (the caller's promise
+ * that no conv output is NaN) lets 2x2 pools use quad_rows. */
 static void NAME(window_max_rows)(const REAL* inputs, ptrdiff_t input_row, ptrdiff_t rows,
                                   const ptrdiff_t* taps, ptrdiff_t taps_stride, ptrdiff_t K, ptrdiff_t window,
                                   const REAL* weight, const REAL* bias, int relu, int channels, int count,
                                   REAL* out, ptrdiff_t out_row, ptrdiff_t out_stride, signed char* argmax,
-                                  ptrdiff_t argmax_row, ptrdiff_t argmax_stride)
+                                  ptrdiff_t argmax_row, ptrdiff_t argmax_stride, int finite_outputs)
 {
-    if (window == 4 && K == 9)
+    if (finite_outputs && window == 4 && K == 9)
+        NAME(quad_rows)(inputs, input_row, rows, taps, taps_stride, 9, weight, bias, relu, channels, count,
+                        out, out_row, out_stride, argmax, argmax_row, argmax_stride);
+    else if (finite_outputs && window == 4)
+        NAME(quad_rows)(inputs, input_row, rows, taps, taps_stride, K, weight, bias, relu, channels, count,
+                        out, out_row, out_stride, argmax, argmax_row, argmax_stride);
+    else if (window == 4 && K == 9)
         NAME(pool_rows)(inputs, input_row, rows, taps, taps_stride, 9, 4, weight, bias, relu, channels, count,
                         out, out_row, out_stride, argmax, argmax_row, argmax_stride);
     else if (window == 4)

@@ -23,6 +23,7 @@
 #define CNNCY_BLOCK_BYTES 64
 
 #define REAL float
+#define MAX_REAL 3.40282346638528859812e+38F
 #define MASK int32_t
 #define NAME(name) name##_f32
 #ifdef __AVX512F__
@@ -30,18 +31,22 @@
 #define LOAD_FIRST(p, count) (vec_f32) _mm512_maskz_loadu_ps((__mmask16) ((1u << (count)) - 1), (p))
 #define STORE_INT8(p, m) _mm_storeu_si128((__m128i*) (p), _mm512_cvtepi32_epi8((__m512i) (m)))
 #define LOAD_INT8(p) (mask_f32) _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*) (p)))
+#define MAX_LATER(later, earlier) (vec_f32) _mm512_max_ps((__m512) (later), (__m512) (earlier))
 #endif
 #include "simd_vec.h"
 #include SIMD_TEMPLATE
 #undef REAL
+#undef MAX_REAL
 #undef MASK
 #undef NAME
 #undef STORE_FIRST
 #undef LOAD_FIRST
 #undef STORE_INT8
 #undef LOAD_INT8
+#undef MAX_LATER
 
 #define REAL double
+#define MAX_REAL 1.79769313486231570815e+308
 #define MASK int64_t
 #define NAME(name) name##_f64
 #ifdef __AVX512F__
@@ -49,13 +54,16 @@
 #define LOAD_FIRST(p, count) (vec_f64) _mm512_maskz_loadu_pd((__mmask8) ((1u << (count)) - 1), (p))
 #define STORE_INT8(p, m) _mm_storel_epi64((__m128i*) (p), _mm512_cvtepi64_epi8((__m512i) (m)))
 #define LOAD_INT8(p) (mask_f64) _mm512_cvtepi8_epi64(_mm_loadl_epi64((const __m128i*) (p)))
+#define MAX_LATER(later, earlier) (vec_f64) _mm512_max_pd((__m512d) (later), (__m512d) (earlier))
 #endif
 #include "simd_vec.h"
 #include SIMD_TEMPLATE
 #undef REAL
+#undef MAX_REAL
 #undef MASK
 #undef NAME
 #undef STORE_FIRST
 #undef LOAD_FIRST
 #undef STORE_INT8
 #undef LOAD_INT8
+#undef MAX_LATER

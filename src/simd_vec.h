@@ -1,6 +1,6 @@
 /* One element type's 64-byte vector and its helpers, for simd.h, which defines REAL (float or double),
  * MASK (the signed integer of the same width), NAME (appends _f32 or _f64) and, with AVX-512,
- * STORE_FIRST, LOAD_FIRST, STORE_INT8 and LOAD_INT8.  Do not include directly. */
+ * STORE_FIRST, LOAD_FIRST, STORE_INT8, LOAD_INT8 and MAX_LATER.  Do not include directly. */
 
 typedef REAL NAME(vec) __attribute__((vector_size(CNNCY_BLOCK_BYTES), aligned(sizeof(REAL)), may_alias));
 typedef MASK NAME(mask) __attribute__((vector_size(CNNCY_BLOCK_BYTES), aligned(sizeof(REAL)), may_alias));
@@ -59,6 +59,18 @@ static inline NAME(vec) NAME(splat)(REAL x) { return (NAME(vec)){0} + x; }
 static inline NAME(vec) NAME(select)(NAME(mask) take, NAME(vec) a, NAME(vec) b)
 {
     return (NAME(vec)) (((NAME(mask)) a & take) | ((NAME(mask)) b & ~take));
+}
+
+/* later > earlier ? later : earlier, lane by lane: the first of equal values (signed zeros
+ * included) survives, as in torch's max-pool, but a NaN in `earlier` does not (x86's max
+ * instruction, which gcc does not make from the bitwise select). */
+static inline NAME(vec) NAME(max_later)(NAME(vec) later, NAME(vec) earlier)
+{
+#ifdef MAX_LATER
+    return MAX_LATER(later, earlier);
+#else
+    return NAME(select)(later > earlier, later, earlier);
+#endif
 }
 
 /* The sum of v's lanes, pairwise in a fixed order. */

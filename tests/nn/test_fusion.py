@@ -86,6 +86,88 @@ def test_nan_and_infinity_propagate_like_torch(rng, dtype):
     assert_chain_matches_torch(x, *conv_parameters(rng, dtype, 1, 8, 3), 1, 2)
 
 
+def forward_without_graph(lib, x, weight, bias, padding, pool, relu=True):
+    """max_pool2d(relu(conv2d(...))) under no_grad: cnncy's inference path (no argmax recorded)."""
+    functional = F if lib is cnncy else torch.nn.functional
+    convert = cnncy.tensor if lib is cnncy else to_torch
+    with lib.no_grad():
+        out = functional.conv2d(convert(x), convert(weight), None if bias is None else convert(bias),
+                                padding=padding)
+        return functional.max_pool2d(functional.relu(out) if relu else out, pool)
+
+
+@pytest.mark.parametrize("n, c_in, h, w, c_out, kernel, padding, pool", CASES)
+def test_inference_matches_torch(rng, dtype, n, c_in, h, w, c_out, kernel, padding, pool):
+    x = rng.standard_normal((n, c_in, h, w)).astype(dtype)
+    weight, bias = conv_parameters(rng, dtype, c_in, c_out, kernel)
+    for relu in (True, False):
+        assert_close(forward_without_graph(cnncy, x, weight, bias, padding, pool, relu),
+                     forward_without_graph(torch, x, weight, bias, padding, pool, relu), what=f"relu={relu}")
+
+
+def test_inference_ties_nan_and_infinity_like_torch(rng, dtype):
+    x = rng.integers(-1, 2, (4, 2, 10, 10)).astype(dtype)
+    x[0, 0, 3, 4] = np.nan
+    x[1, 1, 7, 7] = np.inf
+    x[2, 0, 2, 9] = -np.inf
+    weight = rng.integers(-1, 2, (8, 2, 3, 3)).astype(dtype)
+    bias = rng.integers(-1, 2, 8).astype(dtype)
+    for relu in (True, False):
+        assert_close(forward_without_graph(cnncy, x, weight, bias, 1, 2, relu),
+                     forward_without_graph(torch, x, weight, bias, 1, 2, relu), what=f"relu={relu}")
+
+
+def direct_conv_relu_pool(x, weight, bias, padding, pool, relu, fused_multiply_add):
+    """An independent reference in numpy: conv2d as bias plus one product per tap, then relu and a
+    max-pool in which NaN wins.  Each step rounds to x's dtype, so sums overflow as the kernels' do;
+    with fused_multiply_add the products are not rounded on their own (as with an FMA instruction:
+    long double holds a float32 product exactly), else they are (a build without FMA)."""
+    n, c_in, h, w = x.shape
+    c_out, _, kh, kw = weight.shape
+    wide = np.longdouble if fused_multiply_add else x.dtype
+    padded = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding))).astype(wide)
+    oh, ow = h + 2 * padding - kh + 1, w + 2 * padding - kw + 1
+    out = np.broadcast_to(bias[None, :, None, None], (n, c_out, oh, ow)).copy()
+    with np.errstate(over="ignore", invalid="ignore"):
+        for c in range(c_in):
+            for i in range(kh):
+                for j in range(kw):
+                    product = weight[None, :, c, i, j, None, None].astype(wide) * padded[:, None, c, i:i + oh, j:j + ow]
+                    out = (out + product).astype(x.dtype)
+        if relu:
+            out = np.where(out > 0, out, np.where(np.isnan(out), out, 0)).astype(x.dtype)
+    ph, pw = oh // pool, ow // pool
+    windows = out[:, :, :ph * pool, :pw * pool].reshape(n, c_out, ph, pool, pw, pool)
+    return windows.max(axis=(3, 5))  # numpy's max propagates NaN
+
+
+@pytest.mark.parametrize("grad_mode", [True, False])
+def test_finite_inputs_that_overflow_pool_like_a_direct_sum(rng, dtype, grad_mode):
+    # Two taps whose products with the large inputs (the left half) are beyond the largest finite
+    # value, one positive, one negative.  Rounded on their own (no FMA) they are +inf and -inf, and
+    # an output that reads both is NaN; the top-left window holds finite values, then -inf, then NaN,
+    # and must pool to NaN, which the fast 2x2 blocks (a max instruction) would lose: they must not
+    # run here, though every input is finite.  With FMA the sum only overflows to +inf.  The kernels
+    # use FMA where the build's target has it, so either direct sum is the right answer.  (torch's
+    # conv gives +inf everywhere here: its algorithm transforms the weights first.)
+    big = 1e30 if dtype == np.float32 else 1e200
+    x = rng.uniform(0.5, 1.0, (2, 1, 8, 8)).astype(dtype)
+    x[..., :4] *= big
+    weight, bias = conv_parameters(rng, dtype, 1, 5, 3)
+    weight[:, 0, 0, 0], weight[:, 0, 0, 1] = big, -big
+    for relu in (True, False):
+        if grad_mode:
+            ours = run_chain(cnncy, x, weight, bias, 1, 2, relu=relu)[0]
+        else:
+            ours = forward_without_graph(cnncy, x, weight, bias, 1, 2, relu)
+        rounded, fused = (direct_conv_relu_pool(x, weight, bias, 1, 2, relu, fma) for fma in (False, True))
+        assert np.isnan(rounded[:, :, 0, 0]).all() and not np.isnan(fused).any()
+        try:
+            assert_close(ours, rounded, what=f"relu={relu}, products rounded")
+        except AssertionError:
+            assert_close(ours, fused, what=f"relu={relu}, fused multiply-add")
+
+
 def test_unbatched_input(rng, dtype):
     x = rng.standard_normal((3, 9, 10)).astype(dtype)
     assert_chain_matches_torch(x, *conv_parameters(rng, dtype, 3, 4, 3), 1, 2)
