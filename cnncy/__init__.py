@@ -5,7 +5,7 @@
     import cnncy.optim as optim
 """
 from . import _openmp_env  # noqa: F401  (first: it sets the OpenMP wait policy before the runtime loads)
-from ._memory import tune_malloc
+from ._memory import align_arrays, tune_malloc
 from ._parallel import build_arch, openmp_enabled
 from ._threads import get_num_threads, set_num_threads
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
@@ -26,3 +26,4 @@ from .nn.functional import log_softmax, relu, softmax  # noqa: E402  (torch.relu
 __version__ = "0.1.0"
 
 tune_malloc()  # keep each step's large temporaries off mmap/munmap (see _memory.py)
+align_arrays()  # numpy arrays start on 64-byte boundaries: whole-vector loads (see _memory.py)

@@ -4,7 +4,7 @@ import sys
 
 import numpy as np
 
-from ._memory import malloc_tuned
+from ._memory import arrays_aligned, malloc_tuned
 from ._openmp_env import wait_policy
 from ._parallel import build_arch, openmp_enabled
 from ._threads import get_num_threads
@@ -44,6 +44,7 @@ def config():
         "omp_wait": wait_policy(),
         "python_layer": python_layer(),
         "malloc_tuned": malloc_tuned(),
+        "arrays_64B": arrays_aligned(),
         "numpy": np.__version__,
         "python": platform.python_version(),
     }

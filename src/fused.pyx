@@ -64,10 +64,12 @@ cdef extern from "fused_blocks.h":
                          Py_ssize_t argmax_width, Py_ssize_t window, double* spread, double* bias_sum) noexcept nogil
     void spread_dot_f32(const float* const* inputs, Py_ssize_t blocks, const Py_ssize_t* taps,
                         Py_ssize_t taps_stride, Py_ssize_t window, const float* spread, Py_ssize_t channel_stride,
-                        int channels, float* total, Py_ssize_t total_stride) noexcept nogil
+                        int channels, float* total, Py_ssize_t total_stride, Py_ssize_t row_blocks,
+                        int last_lanes) noexcept nogil
     void spread_dot_f64(const double* const* inputs, Py_ssize_t blocks, const Py_ssize_t* taps,
                         Py_ssize_t taps_stride, Py_ssize_t window, const double* spread, Py_ssize_t channel_stride,
-                        int channels, double* total, Py_ssize_t total_stride) noexcept nogil
+                        int channels, double* total, Py_ssize_t total_stride, Py_ssize_t row_blocks,
+                        int last_lanes) noexcept nogil
     void input_grad_block_f32(float* grad_inputs, const Py_ssize_t* taps, Py_ssize_t taps_stride, Py_ssize_t window,
                               const float* weight_t, Py_ssize_t channels, const float* spread,
                               Py_ssize_t channel_stride) noexcept nogil
@@ -421,26 +423,39 @@ cdef inline void spread_channel(const floating* grad_out, const signed char* arg
 
 cdef void weight_grad_channels(const floating* const* block_inputs, Py_ssize_t blocks, const floating* spread,
                                Py_ssize_t channel_stride, int channels, const Py_ssize_t* taps, const Plan* p,
-                               floating* grad_weight) noexcept nogil:
+                               bint finite_inputs, floating* grad_weight) noexcept nogil:
     """grad_weight[c * K + k] = the sum over `blocks` column blocks of channel c's spread * tap k, for
-    `channels` <= GRAD_CHANNELS output channels (channel c's spread at spread + c * channel_stride)."""
+    `channels` <= GRAD_CHANNELS output channels (channel c's spread at spread + c * channel_stride).
+
+    Unless finite_inputs, the lanes past each row's pooled columns are left out (see spread_dot)."""
     cdef floating total[GRAD_CHANNELS * TAP_BLOCK]
     cdef Py_ssize_t kb, k0, t
     cdef int c
+    cdef int last_lanes = 0 if finite_inputs else <int> (p.PW - (p.blocks - 1) * p.lanes)
     # The block always reads GRAD_CHANNELS channels' spread: past the last channel it rereads channel 0's.
     if channels < GRAD_CHANNELS:
         channel_stride = 0
+    if last_lanes == p.lanes:  # whole blocks: no lanes past the columns
+        last_lanes = 0
     for kb in range(p.K_padded // TAP_BLOCK):
         k0 = kb * TAP_BLOCK
         if floating is float:
             spread_dot_f32(block_inputs, blocks, taps + k0, p.K_padded, p.window, spread, channel_stride,
-                           channels, total, TAP_BLOCK)
+                           channels, total, TAP_BLOCK, p.blocks, last_lanes)
         else:
             spread_dot_f64(block_inputs, blocks, taps + k0, p.K_padded, p.window, spread, channel_stride,
-                           channels, total, TAP_BLOCK)
+                           channels, total, TAP_BLOCK, p.blocks, last_lanes)
         for c in range(channels):
             for t in range(min(<Py_ssize_t> TAP_BLOCK, p.K - k0)):
                 grad_weight[c * p.K + k0 + t] = total[c * TAP_BLOCK + t]
+
+
+cdef bint finite_images(const floating* x, Py_ssize_t images, const Plan* p) noexcept nogil:
+    """Whether every value of `images` consecutive images is finite."""
+    cdef Py_ssize_t size = images * p.C * p.H * p.W
+    if floating is float:
+        return max_abs_f32(x, size) <= FLT_MAX
+    return max_abs_f64(x, size) <= DBL_MAX
 
 
 cdef void input_grad_image(const floating* spread, Py_ssize_t channel_stride, const Py_ssize_t* taps,
@@ -506,6 +521,7 @@ cdef int backward_chunks(const floating* x, const floating* grad_out, const sign
     cdef floating* bias_lanes = spread + spread_size
     cdef floating* grad_planes = bias_lanes + p.O * p.lanes
     cdef Py_ssize_t chunk, first, images, i, o, ob, py, b, n
+    cdef bint finite
     if scratch_memory == NULL or block_inputs == NULL:
         free(scratch_memory)
         free(block_inputs)
@@ -527,11 +543,12 @@ cdef int backward_chunks(const floating* x, const floating* grad_out, const sign
         for o in range(p.O):
             bias_sums[chunk * p.O + o] = lane_total(bias_lanes + o * p.lanes, p.lanes)
         if want_weight:
+            finite = finite_images(x + first * image_size, images, p)
             for ob in range((p.O + GRAD_CHANNELS - 1) // GRAD_CHANNELS):
                 o = ob * GRAD_CHANNELS
                 weight_grad_channels(block_inputs, images * p.PH * p.blocks, spread + o * chunk_size * spread_image,
                                      chunk_size * spread_image, <int> min(<Py_ssize_t> GRAD_CHANNELS, p.O - o), taps,
-                                     p, weight_sums + (chunk * p.O + o) * p.K)
+                                     p, finite, weight_sums + (chunk * p.O + o) * p.K)
         if grad_x != NULL:
             for i in range(images):
                 input_grad_image(spread + i * spread_image, chunk_size * spread_image, taps, weight_t, p,
@@ -566,6 +583,7 @@ cdef int backward_items(const floating* x, const floating* grad_out, const signe
     cdef floating* spread = planes + planes_size
     cdef floating* bias_lanes = spread + spread_size
     cdef Py_ssize_t item, chunk, planes_of = -1, first = 0, images = 0, i, o, o0, channels, py, b, n
+    cdef bint finite = True
     if scratch_memory == NULL or block_inputs == NULL:
         free(scratch_memory)
         free(block_inputs)
@@ -580,6 +598,7 @@ cdef int backward_items(const floating* x, const floating* grad_out, const signe
                 for py in range(p.PH):
                     for b in range(p.blocks):
                         block_inputs[(i * p.PH + py) * p.blocks + b] = block_start(planes + i * p.plane_size, p, py, b)
+            finite = finite_images(x + first * image_size, images, p)
             planes_of = chunk
         o0 = item % groups * GRAD_CHANNELS
         channels = min(<Py_ssize_t> GRAD_CHANNELS, p.O - o0)
@@ -594,7 +613,7 @@ cdef int backward_items(const floating* x, const floating* grad_out, const signe
             bias_sums[chunk * p.O + o] = lane_total(bias_lanes + (o - o0) * p.lanes, p.lanes)
         if want_weight:
             weight_grad_channels(block_inputs, images * p.PH * p.blocks, spread, chunk_size * spread_image,
-                                 <int> channels, taps, p, weight_sums + (chunk * p.O + o0) * p.K)
+                                 <int> channels, taps, p, finite, weight_sums + (chunk * p.O + o0) * p.K)
     free(scratch_memory)
     free(block_inputs)
     return 0

@@ -257,14 +257,23 @@ static inline void NAME(spread_rows)(const REAL* grad, ptrdiff_t rows, ptrdiff_t
  * its inputs at inputs[i], channel c's spread at spread + c * channel_stride + i * window * lanes, and
  * tap t of window position pos at inputs[i] + taps[pos * taps_stride + t].  The channels share each
  * load of the inputs (one load per tap feeds CNNCY_GRAD_CHANNELS multiply-adds).  Only the first
- * `channels` are stored; the others must still be readable spread (any channel's will do). */
-static inline void NAME(spread_dot)(const REAL* const* inputs, ptrdiff_t blocks, const ptrdiff_t* taps,
-                                    ptrdiff_t taps_stride, ptrdiff_t window, const REAL* spread,
-                                    ptrdiff_t channel_stride, int channels, REAL* total, ptrdiff_t total_stride)
+ * `channels` are stored; the others must still be readable spread (any channel's will do).
+ *
+ * The lanes of a row's last block past its pooled columns have a zero spread, but their inputs are
+ * real ones (columns that other lanes read through other taps), so with an infinite or NaN input
+ * they add NaN.  With `last_lanes` > 0 (the caller found such inputs) those lanes are left out:
+ * every `row_blocks`-th block (the last of a row) adds only its first last_lanes lanes. */
+static inline __attribute__((always_inline)) void NAME(spread_dot_body)(
+        const REAL* const* inputs, ptrdiff_t blocks, const ptrdiff_t* taps, ptrdiff_t taps_stride,
+        ptrdiff_t window, const REAL* spread, ptrdiff_t channel_stride, int channels, REAL* total,
+        ptrdiff_t total_stride, ptrdiff_t row_blocks, int last_lanes)
 {
     const ptrdiff_t lanes = CNNCY_BLOCK_BYTES / sizeof(REAL);
     NAME(vec) sum[CNNCY_GRAD_CHANNELS][CNNCY_TAP_BLOCK];
     ptrdiff_t offset[CNNCY_TAP_BLOCK];
+    NAME(mask) last_block_lanes;
+    for (ptrdiff_t j = 0; j < lanes; j++)
+        last_block_lanes[j] = j < last_lanes ? -1 : 0;
     for (int c = 0; c < CNNCY_GRAD_CHANNELS; c++)
         for (int t = 0; t < CNNCY_TAP_BLOCK; t++)
             sum[c][t] = NAME(splat)(0);
@@ -278,16 +287,34 @@ static inline void NAME(spread_dot)(const REAL* const* inputs, ptrdiff_t blocks,
             NAME(vec) x[CNNCY_TAP_BLOCK];
             for (int t = 0; t < CNNCY_TAP_BLOCK; t++)
                 x[t] = NAME(load)(block_inputs + offset[t]);
+            int masked = last_lanes > 0 && i % row_blocks == row_blocks - 1;
             for (int c = 0; c < CNNCY_GRAD_CHANNELS; c++) {
                 NAME(vec) g = NAME(load)(spread + c * channel_stride + (i * window + pos) * lanes);
-                for (int t = 0; t < CNNCY_TAP_BLOCK; t++)
-                    sum[c][t] += g * x[t];
+                for (int t = 0; t < CNNCY_TAP_BLOCK; t++) {
+                    if (masked)
+                        sum[c][t] = NAME(select)(last_block_lanes, sum[c][t] + g * x[t], sum[c][t]);
+                    else
+                        sum[c][t] += g * x[t];
+                }
             }
         }
     }
     for (int c = 0; c < channels; c++)
         for (int t = 0; t < CNNCY_TAP_BLOCK; t++)
             total[c * total_stride + t] = NAME(lane_sum)(sum[c][t]);
+}
+
+static inline void NAME(spread_dot)(const REAL* const* inputs, ptrdiff_t blocks, const ptrdiff_t* taps,
+                                    ptrdiff_t taps_stride, ptrdiff_t window, const REAL* spread,
+                                    ptrdiff_t channel_stride, int channels, REAL* total, ptrdiff_t total_stride,
+                                    ptrdiff_t row_blocks, int last_lanes)
+{
+    if (last_lanes > 0)  /* rare: a separate copy keeps the usual loop free of the test */
+        NAME(spread_dot_body)(inputs, blocks, taps, taps_stride, window, spread, channel_stride, channels, total,
+                              total_stride, row_blocks, last_lanes);
+    else
+        NAME(spread_dot_body)(inputs, blocks, taps, taps_stride, window, spread, channel_stride, channels, total,
+                              total_stride, 1, 0);
 }
 
 /* The input gradient of one block, by running the convolution backwards: for each window position

@@ -86,6 +86,18 @@ def test_nan_and_infinity_propagate_like_torch(rng, dtype):
     assert_chain_matches_torch(x, *conv_parameters(rng, dtype, 1, 8, 3), 1, 2)
 
 
+@pytest.mark.parametrize("size, kernel, padding", [(9, 1, 0), (11, 3, 1), (10, 2, 0)])
+def test_non_finite_values_under_dropped_outputs_like_torch(rng, dtype, size, kernel, padding):
+    # Odd sizes: the last conv row and column fall outside every 2x2 window.  torch's backward still
+    # multiplies their zero gradient by the inputs they read: an inf there makes the weight gradient
+    # of the taps that read it NaN.  And the kernel's vector lanes past the last pooled column read
+    # real inputs too (columns that other lanes read through other taps): they must add nothing.
+    x = rng.standard_normal((2, 2, size, size)).astype(dtype)
+    x[0, 1, 3, size - 1] = np.inf
+    x[1, 0, size - 1, 2] = np.nan
+    assert_chain_matches_torch(x, *conv_parameters(rng, dtype, 2, 3, kernel), padding, 2)
+
+
 def forward_without_graph(lib, x, weight, bias, padding, pool, relu=True):
     """max_pool2d(relu(conv2d(...))) under no_grad: cnncy's inference path (no argmax recorded)."""
     functional = F if lib is cnncy else torch.nn.functional

@@ -133,6 +133,31 @@ class ConvReluPool2dFunction(Function):
         grad_bias = np.empty(weight.shape[0], dtype=x.dtype) if wants_bias else None
         _fused.conv_relu_pool_backward(x, weight, grad_out, argmax, grad_x, grad_weight, grad_bias,
                                        *ctx.geometry, get_num_threads())
+        _zero_times_nonfinite(x, weight, ctx.geometry, grad_weight)
         if grad_x is not None and ctx.unbatched:
             grad_x = grad_x[0]
         return grad_x, grad_weight, grad_bias, None, None, None
+
+
+def _zero_times_nonfinite(x, weight, geometry, grad_weight):
+    """The NaN that torch's unfused backward gets from the conv outputs that the pool drops.
+
+    Rows and columns of the conv output past the last whole pool window get a zero gradient, and
+    torch's conv backward still multiplies it by the inputs those outputs read: 0 * inf and 0 * NaN
+    are NaN, so a non-finite input there makes NaN in the weight gradient of the taps that read it,
+    where the fused kernel, which never computes those outputs, would give a number.  Only then
+    (rare: dropped outputs and a non-finite input) is anything done."""
+    pad_h, pad_w, pool_h, pool_w = geometry
+    height, width = x.shape[2:]
+    kernel_h, kernel_w = weight.shape[2:]
+    out_h, out_w = height + 2 * pad_h - kernel_h + 1, width + 2 * pad_w - kernel_w + 1
+    kept_h, kept_w = out_h // pool_h * pool_h, out_w // pool_w * pool_w
+    if grad_weight is None or (kept_h, kept_w) == (out_h, out_w) or np.isfinite(x).all():
+        return
+    dropped = np.ones((out_h, out_w), dtype=bool)
+    dropped[:kept_h, :kept_w] = False
+    nonfinite = np.pad(~np.isfinite(x), ((0, 0), (0, 0), (pad_h, pad_h), (pad_w, pad_w)))
+    for i in range(kernel_h):
+        for j in range(kernel_w):
+            read = nonfinite[:, :, i:i + out_h, j:j + out_w] & dropped  # what tap (i, j) reads there
+            grad_weight[:, read.any(axis=(0, 2, 3)), i, j] = np.nan
