@@ -9,7 +9,8 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t
 
-from pooling_core cimport PoolGeometry, max_pool2d_backward_plane, max_pool2d_plane
+from pooling_core cimport (PoolGeometry, max_pool2d_backward_plane, max_pool2d_plane, max_unpool2x2_plane_f32,
+                           max_unpool2x2_plane_f64, vector_2x2)
 from team_size cimport team_size
 
 
@@ -55,13 +56,23 @@ def max_pool2d_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] ou
 
 
 def max_pool2d_backward(const floating[:, :, :, ::1] grad_out, const int64_t[:, :, :, ::1] argmax,
-                        floating[:, :, :, ::1] grad_x, int num_threads):
-    """grad_x = 0, then grad_x[n, c].flat[argmax[n, c, i]] += grad_out[n, c].flat[i] in order of i."""
+                        floating[:, :, :, ::1] grad_x, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                        Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
+                        int num_threads):
+    """grad_x = 0, then grad_x[n, c].flat[argmax[n, c, i]] += grad_out[n, c].flat[i] in order of i.
+
+    The window (as for max_pool2d_forward) picks the kernel: plain 2x2 windows never overlap, so
+    there each plane is written once (pool_blocks.h) instead of zeroed and scattered into."""
+    cdef PoolGeometry g = make_geometry(grad_x.shape[2], grad_x.shape[3], grad_out.shape[2], grad_out.shape[3],
+                                        kh, kw, sh, sw, ph, pw, dh, dw)
     cdef Py_ssize_t planes = grad_x.shape[0] * grad_x.shape[1]
     cdef Py_ssize_t in_size = grad_x.shape[2] * grad_x.shape[3]
     cdef Py_ssize_t out_size = grad_out.shape[2] * grad_out.shape[3]
     cdef Py_ssize_t p
-    if planes == 0 or in_size == 0 or out_size == 0:
+    if planes == 0 or in_size == 0:
+        return
+    if out_size == 0:
+        grad_x[...] = 0
         return
     cdef floating* grad_x_data = &grad_x[0, 0, 0, 0]
     cdef const floating* grad_out_data = &grad_out[0, 0, 0, 0]
@@ -70,12 +81,22 @@ def max_pool2d_backward(const floating[:, :, :, ::1] grad_out, const int64_t[:, 
     if threads == 1:  # no parallel region (one costs ~0.7 us even for one thread)
         with nogil:
             for p in range(planes):
-                max_pool2d_backward_plane(grad_out_data + p * out_size, argmax_data + p * out_size,
-                                          grad_x_data + p * in_size, in_size, out_size)
+                backward_plane(grad_out_data + p * out_size, argmax_data + p * out_size,
+                               grad_x_data + p * in_size, &g)
         return
     for p in prange(planes, nogil=True, schedule='static', num_threads=threads):
-        max_pool2d_backward_plane(grad_out_data + p * out_size, argmax_data + p * out_size,
-                                  grad_x_data + p * in_size, in_size, out_size)
+        backward_plane(grad_out_data + p * out_size, argmax_data + p * out_size, grad_x_data + p * in_size, &g)
+
+
+cdef inline void backward_plane(const floating* grad_out, const int64_t* argmax, floating* grad_x,
+                                const PoolGeometry* g) noexcept nogil:
+    if vector_2x2(g):
+        if floating is float:
+            max_unpool2x2_plane_f32(grad_out, argmax, grad_x, g.height, g.width, g.out_height, g.out_width)
+        else:
+            max_unpool2x2_plane_f64(grad_out, argmax, grad_x, g.height, g.width, g.out_height, g.out_width)
+    else:
+        max_pool2d_backward_plane(grad_out, argmax, grad_x, g.height * g.width, g.out_height * g.out_width)
 
 
 # ----------------------------------------------------------------- average pooling

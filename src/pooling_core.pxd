@@ -123,35 +123,21 @@ cdef inline bint is_plain_2x2(const PoolGeometry* g) noexcept nogil:
             and 2 * g.out_height <= g.height and 2 * g.out_width <= g.width)
 
 
-cdef inline void max_pool2x2_plane(const floating* x, floating* out, int64_t* argmax,
-                                   Py_ssize_t width, Py_ssize_t out_height, Py_ssize_t out_width) noexcept nogil:
-    """max_pool2d_plane for is_plain_2x2 windows, one window at a time (for rows too short to sweep).
+cdef extern from "pool_blocks.h":
+    void max_pool2x2_plane_f32(const float* x, Py_ssize_t width, Py_ssize_t out_height, Py_ssize_t out_width,
+                               float* out, int64_t* argmax) noexcept nogil
+    void max_pool2x2_plane_f64(const double* x, Py_ssize_t width, Py_ssize_t out_height, Py_ssize_t out_width,
+                               double* out, int64_t* argmax) noexcept nogil
+    void max_unpool2x2_plane_f32(const float* grad_out, const int64_t* argmax, float* grad_x, Py_ssize_t height,
+                                 Py_ssize_t width, Py_ssize_t out_height, Py_ssize_t out_width) noexcept nogil
+    void max_unpool2x2_plane_f64(const double* grad_out, const int64_t* argmax, double* grad_x,
+                                 Py_ssize_t height, Py_ssize_t width, Py_ssize_t out_height,
+                                 Py_ssize_t out_width) noexcept nogil
 
-    Taps a, b (top row) and c, d (bottom row) in torch's row-major order: each row's winner is
-    the later tap if it is greater or NaN, and the bottom row's winner beats the top row's the
-    same way.  That is the sequential `value > best or isnan(value)` scan: the first maximum, or
-    the last NaN.  The comparisons only move indices, by arithmetic, and the values are read
-    back through them: no branch for random data to mispredict (LeNet's 10x10 planes: 190 ->
-    130 us per batch of 64 against max_window)."""
-    cdef Py_ssize_t oh, ow, corner, top_index, bottom_index, index
-    cdef floating a, b, top, bottom
-    cdef int take
-    for oh in range(out_height):
-        for ow in range(out_width):
-            corner = 2 * oh * width + 2 * ow
-            a = x[corner]
-            b = x[corner + 1]
-            top_index = corner + ((b > a) | (b != b))
-            bottom_index = corner + width
-            a = x[bottom_index]
-            b = x[bottom_index + 1]
-            bottom_index = bottom_index + ((b > a) | (b != b))
-            top = x[top_index]
-            bottom = x[bottom_index]
-            take = (bottom > top) | (bottom != bottom)
-            index = top_index + take * (bottom_index - top_index)
-            out[oh * out_width + ow] = x[index]
-            argmax[oh * out_width + ow] = index
+
+cdef inline bint vector_2x2(const PoolGeometry* g) noexcept nogil:
+    """is_plain_2x2, on a plane small enough for the vector blocks' 32-bit offsets."""
+    return is_plain_2x2(g) and g.height * g.width < (1 << 30)
 
 
 cdef inline void max_pool2d_plane(const floating* x, floating* out, int64_t* argmax,
@@ -160,8 +146,11 @@ cdef inline void max_pool2d_plane(const floating* x, floating* out, int64_t* arg
     cdef Py_ssize_t oh, ow, row_start, row_first, row_last, col_lo, col_hi
     cdef floating* out_row
     cdef int64_t* argmax_row
-    if g.out_width < SWEEP_MIN and is_plain_2x2(g):
-        max_pool2x2_plane(x, out, argmax, g.width, g.out_height, g.out_width)
+    if vector_2x2(g):  # pool_blocks.h
+        if floating is float:
+            max_pool2x2_plane_f32(x, g.width, g.out_height, g.out_width, out, argmax)
+        else:
+            max_pool2x2_plane_f64(x, g.width, g.out_height, g.out_width, out, argmax)
         return
     interior_columns(g, &col_lo, &col_hi)
     for oh in range(g.out_height):

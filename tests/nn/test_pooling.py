@@ -84,7 +84,8 @@ def test_max_pool_ties_go_to_the_first_element_like_torch(dtype, kernel, stride,
     np.testing.assert_array_equal(grad.numpy(), torch_grad.numpy())
 
 
-@pytest.mark.parametrize("height, width", [(6, 8), (7, 9)])  # every input in a window; a row and column in none
+# Every input in a window; a row and a column in none; rows of several vector blocks (35 outputs).
+@pytest.mark.parametrize("height, width", [(6, 8), (7, 9), (6, 70), (33, 71)])
 def test_max_pool_2x2_gradient_is_torchs_bit_for_bit(rng, dtype, height, width):
     """The 2x2 pool's one-pass backward against torch's zero-then-add: signed zeros and NaNs included."""
     x = rng.standard_normal((2, 3, height, width)).astype(dtype)

@@ -37,7 +37,7 @@ class MaxPool2dFunction(Function):
         argmax = np.empty(out.shape, dtype=np.int64)
         _pooling.max_pool2d_forward(x, out, argmax, *window, get_num_threads())
         ctx.save_for_backward(argmax)
-        ctx.input_shape, ctx.dtype = input.shape, input.dtype
+        ctx.input_shape, ctx.dtype, ctx.window = input.shape, input.dtype, window
         unbatched = input.ndim == 3
         indices_sink.append(argmax[0] if unbatched else argmax)
         return out[0] if unbatched else out
@@ -47,7 +47,7 @@ class MaxPool2dFunction(Function):
         (argmax,) = ctx.saved_tensors
         grad_x = np.empty(argmax.shape[:2] + ctx.input_shape[-2:], dtype=ctx.dtype)
         _pooling.max_pool2d_backward(_as_batch(grad_out.astype(ctx.dtype, copy=False)), argmax,
-                                     grad_x, get_num_threads())
+                                     grad_x, *ctx.window, get_num_threads())
         return grad_x.reshape(ctx.input_shape), None, None
 
 
