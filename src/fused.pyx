@@ -32,7 +32,7 @@ convolution of the spread gradient, per image.
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.float cimport DBL_MAX, FLT_MAX
-from libc.math cimport fabs
+from libc.math cimport INFINITY, fabs
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
@@ -282,12 +282,17 @@ cdef void output_bounds(const floating* weight, const floating* bias, const Plan
         total = 0
         for k in range(p.K):
             total += fabs(weight[o * p.K + k])
-        if total != total:
-            total = DBL_MAX * 2  # inf
-        weight_bound[0] = max(weight_bound[0], total)
+        weight_bound[0] = max(weight_bound[0], total if total == total else INFINITY)
         if bias != NULL:
             total = fabs(bias[o])
-            bias_bound[0] = max(bias_bound[0], total if total == total else DBL_MAX * 2)
+            bias_bound[0] = max(bias_bound[0], total if total == total else INFINITY)
+
+
+cdef double largest_magnitude(const floating* x, Py_ssize_t images, const Plan* p) noexcept nogil:
+    """The largest |value| of `images` consecutive images; infinite if any value is NaN or infinite."""
+    if floating is float:
+        return max_abs_f32(x, images * p.C * p.H * p.W)
+    return max_abs_f64(x, images * p.C * p.H * p.W)
 
 
 cdef bint finite_outputs(const floating* image, const Plan* p, double weight_bound, double bias_bound) noexcept nogil:
@@ -297,13 +302,8 @@ cdef bint finite_outputs(const floating* image, const Plan* p, double weight_bou
     where this holds.  NaN or infinite inputs, weights or biases fail it (an infinite bound), and so do
     magnitudes large enough that a sum could overflow: the bound is kept below half the largest
     finite value, far more than rounding can add."""
-    cdef double input_bound
     cdef double limit = FLT_MAX / 2 if floating is float else DBL_MAX / 2
-    if floating is float:
-        input_bound = max_abs_f32(image, p.C * p.H * p.W)
-    else:
-        input_bound = max_abs_f64(image, p.C * p.H * p.W)
-    return input_bound * weight_bound + bias_bound < limit
+    return largest_magnitude(image, 1, p) * weight_bound + bias_bound < limit
 
 
 cdef void forward_channel_block(const floating* planes, const Py_ssize_t* taps, const floating* packed_weight,
@@ -450,14 +450,6 @@ cdef void weight_grad_channels(const floating* const* block_inputs, Py_ssize_t b
                 grad_weight[c * p.K + k0 + t] = total[c * TAP_BLOCK + t]
 
 
-cdef bint finite_images(const floating* x, Py_ssize_t images, const Plan* p) noexcept nogil:
-    """Whether every value of `images` consecutive images is finite."""
-    cdef Py_ssize_t size = images * p.C * p.H * p.W
-    if floating is float:
-        return max_abs_f32(x, size) <= FLT_MAX
-    return max_abs_f64(x, size) <= DBL_MAX
-
-
 cdef void input_grad_image(const floating* spread, Py_ssize_t channel_stride, const Py_ssize_t* taps,
                            const floating* weight_t, const Plan* p, floating* grad_planes,
                            floating* grad_x) noexcept nogil:
@@ -543,7 +535,7 @@ cdef int backward_chunks(const floating* x, const floating* grad_out, const sign
         for o in range(p.O):
             bias_sums[chunk * p.O + o] = lane_total(bias_lanes + o * p.lanes, p.lanes)
         if want_weight:
-            finite = finite_images(x + first * image_size, images, p)
+            finite = largest_magnitude(x + first * image_size, images, p) < INFINITY
             for ob in range((p.O + GRAD_CHANNELS - 1) // GRAD_CHANNELS):
                 o = ob * GRAD_CHANNELS
                 weight_grad_channels(block_inputs, images * p.PH * p.blocks, spread + o * chunk_size * spread_image,
@@ -598,7 +590,7 @@ cdef int backward_items(const floating* x, const floating* grad_out, const signe
                 for py in range(p.PH):
                     for b in range(p.blocks):
                         block_inputs[(i * p.PH + py) * p.blocks + b] = block_start(planes + i * p.plane_size, p, py, b)
-            finite = finite_images(x + first * image_size, images, p)
+            finite = largest_magnitude(x + first * image_size, images, p) < INFINITY
             planes_of = chunk
         o0 = item % groups * GRAD_CHANNELS
         channels = min(<Py_ssize_t> GRAD_CHANNELS, p.O - o0)
