@@ -51,12 +51,17 @@ cdef Py_ssize_t FEW_ROWS = 4
 cdef Py_ssize_t STREAM_PARALLEL_MIN_WORK = 1 << 15
 # Columns of the few-rows gradients per parallel task.
 cdef Py_ssize_t FEW_ROWS_COLUMNS = 512
-# From this many input features on, the forward runs over the rows of weight in place
-# (rows_forward) or, for few outputs, as dot_tiles: their final sums across vector lanes cost
-# little next to the long rows, and they need no padding however few the rows or outputs (a
-# SimpleCNN head: 1-64 rows of 6272 features, 10 outputs: 3-6x faster than the gemm tiles).
+# From this many input features on, a forward with few outputs runs as dot_tiles: their final
+# sums across vector lanes cost little next to the long rows, and they need no padding however few
+# the rows or outputs (a SimpleCNN head: 1-64 rows of 6272 features, 10 outputs: 3-6x faster than
+# the gemm tiles).
 cdef Py_ssize_t LONG_ROW_FEATURES = 1024
-# From this many outputs on, rows_forward's transposed copy of x pays for itself.
+# From this many input features and outputs on, the forward runs over the rows of weight in place
+# (rows_forward), its transposed copy of x made in parallel, instead of packing weight and
+# transposing x serially for the gemm tiles.  LeNet's 400 -> 120 layer at batch 64, one / two
+# threads: 40 / 31 us -> 29 / 19 us; at batch 1 and 4 10-13% faster.  Below 256 features (120 -> 84,
+# 84 -> 10) the gemm tiles stay ahead at small batches.
+cdef Py_ssize_t ROWS_FORWARD_MIN_FEATURES = 256
 cdef Py_ssize_t ROWS_FORWARD_MIN_OUTPUTS = 32
 # rows_forward's k-block: a block of x^T (ROWS_KC x N) stays in cache for every tile of weight rows.
 cdef Py_ssize_t ROWS_KC = 512
@@ -80,12 +85,14 @@ cdef void tiled_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating
                         int num_threads) noexcept nogil:
     """C[M, N] (rows of N) = A @ B for A packed by pack_a and B(k, j) = B[k * b_row + j * b_col],
     one output tile per task: TILE_ROWS x TILE_COLS, halved (down to one register tile) while there
-    are fewer than two tasks per thread.  Every C entry is the same sum whatever the tiles."""
+    are fewer than four tasks per thread (two left LeNet's 64 x 400 input gradient in 5 tiles, 3 on
+    one thread and 2 on the other; its backward at two threads 37 -> 34 us).  Every C entry is the
+    same sum whatever the tiles."""
     cdef int threads = team(M * N * K, num_threads)
     cdef Py_ssize_t nr = packed_cols(<floating*> NULL)
     cdef Py_ssize_t tile_rows = TILE_ROWS, tile_cols = TILE_COLS
     cdef Py_ssize_t row_tiles, col_tiles, tile
-    while threads > 1 and ((M + tile_rows - 1) // tile_rows) * ((N + tile_cols - 1) // tile_cols) < 2 * threads:
+    while threads > 1 and ((M + tile_rows - 1) // tile_rows) * ((N + tile_cols - 1) // tile_cols) < 4 * threads:
         if tile_cols > nr:
             tile_cols = round_up(tile_cols // 2, nr)
         elif tile_rows > GEMM_MR:
@@ -214,14 +221,15 @@ def linear_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
                    const floating[::1] bias, floating[:, ::1] out, int num_threads):
     """out = x @ weight^T + bias; bias may be None.
 
-    Long rows run over weight's rows in place (many outputs) or as dot_tiles (few).  Otherwise,
+    Rows of 256+ features run over weight's rows in place (32+ outputs); long rows with fewer
+    outputs run as dot_tiles.  Otherwise,
     with few output features (a classifier head) most of gemm's register tile would be padding, so
     out^T = weight @ x^T is computed instead and transposed: the same numbers.
     """
     cdef Py_ssize_t N = x.shape[0], I = x.shape[1], O = weight.shape[0]
     cdef Py_ssize_t n, o
-    cdef bint long_rows = I >= LONG_ROW_FEATURES
-    cdef bint by_rows = long_rows and O >= ROWS_FORWARD_MIN_OUTPUTS
+    cdef bint by_rows = I >= ROWS_FORWARD_MIN_FEATURES and O >= ROWS_FORWARD_MIN_OUTPUTS
+    cdef bint long_rows = I >= LONG_ROW_FEATURES and not by_rows
     cdef Py_ssize_t nr = packed_cols(<floating*> NULL)
     cdef bint transposed = by_rows or (not long_rows and tile_use(O, N, nr) > tile_use(N, O, nr))
     cdef Py_ssize_t ld = round_up(N, lanes(<floating*> NULL)) if by_rows else N

@@ -26,6 +26,8 @@ CASES = [
     ((3, 6), (4, 6), (1,)),
     ((7, 1030), (11, 1030), (11,)),  # long rows: the forward's dot tiles, with partial tiles and tail
     ((19, 1100), (37, 1100), (37,)),  # long rows, many outputs: weight rows in place, partial tiles and k-block
+    ((64, 400), (120, 400), (120,)),  # LeNet's first fully connected layer: weight rows in place too
+    ((3, 257), (33, 257), (33,)),  # the smallest such layer, with a tail of features
 ]
 
 
