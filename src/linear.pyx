@@ -82,20 +82,27 @@ cdef inline double tile_use(Py_ssize_t M, Py_ssize_t N, Py_ssize_t tile_cols) no
 
 cdef void tiled_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* a_packed,
                         const floating* B, Py_ssize_t b_row, Py_ssize_t b_col, floating* C,
-                        int num_threads) noexcept nogil:
+                        int num_threads, bint batch_rows) noexcept nogil:
     """C[M, N] (rows of N) = A @ B for A packed by pack_a and B(k, j) = B[k * b_row + j * b_col],
     one output tile per task: TILE_ROWS x TILE_COLS, halved (down to one register tile) while there
     are fewer than four tasks per thread (two left LeNet's 64 x 400 input gradient in 5 tiles, 3 on
     one thread and 2 on the other; its backward at two threads 37 -> 34 us).  Every C entry is the
-    same sum whatever the tiles."""
+    same sum whatever the tiles.
+
+    batch_rows: C's rows are samples (an input gradient).  Then each thread gets one band of rows,
+    the samples whose activations it computed (the other kernels split the batch the same way) and
+    whose gradients it goes on with: on this VM the two cores sometimes share no cache, and
+    SimpleCNN's step at two threads then took 600 us with column tiles, 550 with bands."""
     cdef int threads = team(M * N * K, num_threads)
     cdef Py_ssize_t nr = packed_cols(<floating*> NULL)
     cdef Py_ssize_t tile_rows = TILE_ROWS, tile_cols = TILE_COLS
     cdef Py_ssize_t row_tiles, col_tiles, tile
+    if batch_rows and threads > 1 and M >= threads * GEMM_MR:
+        tile_rows = round_up((M + threads - 1) // threads, GEMM_MR)
     while threads > 1 and ((M + tile_rows - 1) // tile_rows) * ((N + tile_cols - 1) // tile_cols) < 4 * threads:
         if tile_cols > nr:
             tile_cols = round_up(tile_cols // 2, nr)
-        elif tile_rows > GEMM_MR:
+        elif tile_rows > GEMM_MR and not batch_rows:
             tile_rows = round_up(tile_rows // 2, GEMM_MR)
         else:
             break
@@ -121,8 +128,9 @@ cdef inline void product_tile(Py_ssize_t tile, Py_ssize_t col_tiles, Py_ssize_t 
 
 cdef bint product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A, Py_ssize_t a_row,
                   Py_ssize_t a_col, const floating* B, Py_ssize_t b_row, Py_ssize_t b_col, floating* C,
-                  int num_threads) noexcept nogil:
-    """C[M, N] = A @ B for A(i, k) = A[i * a_row + k * a_col], likewise B; False if out of memory."""
+                  int num_threads, bint batch_rows=False) noexcept nogil:
+    """C[M, N] = A @ B for A(i, k) = A[i * a_row + k * a_col], likewise B; False if out of memory.
+    batch_rows: see tiled_product."""
     cdef floating* a_packed = <floating*> malloc(max(packed_a_size(M, K), 1) * sizeof(floating))
     cdef floating* b_rows = NULL
     if a_packed == NULL:
@@ -139,7 +147,7 @@ cdef bint product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A, P
         transpose(B, N, K, b_col, b_rows, N)
         B, b_row, b_col = b_rows, N, 1
     pack_a(M, K, A, a_row, a_col, a_packed)
-    tiled_product(M, N, K, a_packed, B, b_row, b_col, C, num_threads)
+    tiled_product(M, N, K, a_packed, B, b_row, b_col, C, num_threads, batch_rows)
     free(a_packed)
     free(b_rows)
     return True
@@ -352,7 +360,8 @@ def linear_backward(const floating[:, ::1] x, const floating[:, ::1] weight,
                               &grad_x[0, 0] if grad_x is not None else NULL, &grad_weight[0, 0], num_threads)
         else:
             if grad_x is not None:
-                done = product(N, I, O, &grad_out[0, 0], O, 1, &weight[0, 0], I, 1, &grad_x[0, 0], num_threads)
+                done = product(N, I, O, &grad_out[0, 0], O, 1, &weight[0, 0], I, 1, &grad_x[0, 0], num_threads,
+                               True)
             done = done and product(O, I, N, &grad_out[0, 0], 1, O, &x[0, 0], I, 1, &grad_weight[0, 0],
                                     num_threads)
     if not done:
