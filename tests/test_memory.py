@@ -34,7 +34,11 @@ import numpy as np
 import cnncy, cnncy._memory as m
 addresses = [np.empty(n, np.float32).ctypes.data for n in (1, 3, 17, 1000, 6272 * 64, 1 << 22)]
 addresses += [np.zeros((5, 7)).ctypes.data, np.ones(33, np.int8).ctypes.data]
-print(m.arrays_aligned(), all(a % 64 == 0 for a in addresses), np.core.multiarray.get_handler_name())
+try:  # numpy >= 2
+    from numpy._core.multiarray import get_handler_name
+except ImportError:
+    from numpy.core.multiarray import get_handler_name
+print(m.arrays_aligned(), all(a % 64 == 0 for a in addresses), get_handler_name())
 """
 
 
