@@ -12,9 +12,9 @@ C-contiguous arrays.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
 
-from gemm cimport (GEMM_MR, GEMM_ROWS_MR, gemm, lanes, pack_a, packed_a_size, packed_cols, round_up,
+from gemm cimport (GEMM_MR, GEMM_ROWS_MR, copy_rows, gemm, lanes, pack_a, packed_a_size, packed_cols, round_up,
                    tile_rows, transpose)
 
 cdef extern from "linear_blocks.h":
@@ -31,11 +31,16 @@ cdef extern from *:
     #ifdef _OPENMP
     #include <omp.h>
     static int cnncy_team_size(void) { return omp_get_num_threads(); }
+    static void cnncy_barrier(void) {
+        #pragma omp barrier
+    }
     #else
     static int cnncy_team_size(void) { return 1; }
+    static void cnncy_barrier(void) {}
     #endif
     """
     int cnncy_team_size() noexcept nogil  # threads in the current parallel region
+    void cnncy_barrier() noexcept nogil  # every thread of the current region waits here for the others
 
 # Below this many multiply-adds (about 2 us) a parallel region costs more than it saves, when the
 # team is awake (cnncy._openmp_env).  LeNet's 120 -> 84 layer at batch 64 (0.65 M), two threads:
@@ -68,6 +73,10 @@ cdef Py_ssize_t ROWS_KC = 512
 # Output tile handed to one thread by `tiled_product` (multiples of gemm's register tile).
 cdef Py_ssize_t TILE_ROWS = 64
 cdef Py_ssize_t TILE_COLS = 192
+# A weight gradient with at most GEMM_ROWS_MR outputs (a classifier head) and at least this many
+# features runs as head_weight_grad: one tile_rows tile covers every output, where gemm's packed
+# tiles pad 10 outputs to 16 rows.
+cdef Py_ssize_t HEAD_MIN_FEATURES = 1024
 
 
 cdef inline int team(Py_ssize_t work, int num_threads) noexcept nogil:
@@ -333,6 +342,84 @@ cdef void few_rows_share(int member, int team_size, Py_ssize_t N, Py_ssize_t I, 
         combine_rows(N, min(FEW_ROWS_COLUMNS, I - j0), O, grad_out, O, 1, weight + j0, I, grad_x + j0, I)
 
 
+cdef bint head_weight_grad(Py_ssize_t N, Py_ssize_t I, Py_ssize_t O, const floating* x, const floating* grad_out,
+                           floating* grad_weight, int num_threads) noexcept nogil:
+    """grad_weight[O, I] = grad_out^T @ x for O <= GEMM_ROWS_MR, as the sum of two partial products
+    over fixed halves of the batch: samples [0, (N + 1) // 2) and the rest.  False if out of memory.
+
+    Why halves: the batch is what the other kernels split between threads (each thread computes
+    the activations and input gradients of its own samples), so here each thread of two reads only
+    the x rows its core wrote.  Splitting by columns instead made each read half of the other
+    core's rows, and the next forward then had to take those lines back: on this VM, when its two
+    cores shared no cache, SimpleCNN's head backward took 91 us instead of 60 and the fused forward
+    after it 160 instead of 100 (2 threads, batch 64).  The halves are fixed by N alone, and the
+    reduction adds them in order, so the result does not depend on the thread count.  The
+    reduction splits grad_weight by rows, as the optimizer's step splits the flat parameters."""
+    cdef Py_ssize_t width = 2 * lanes(<floating*> NULL)
+    cdef Py_ssize_t col_tasks = (I + width - 1) // width
+    cdef Py_ssize_t size = O * I
+    cdef floating* partial = <floating*> malloc(2 * size * sizeof(floating))
+    cdef int threads = team(N * I * O, num_threads)
+    cdef Py_ssize_t task, o
+    cdef int failed = 0
+    cdef int* failed_flag = &failed
+    if partial == NULL:
+        return False
+    if threads == 1:  # no parallel region for small work
+        for task in range(2 * col_tasks):
+            if head_task(task, col_tasks, N, I, O, x, grad_out, partial):
+                failed = 1
+        for o in range(O):
+            add_rows(partial + o * I, partial + size + o * I, I, grad_weight + o * I)
+    else:
+        with parallel(num_threads=threads):
+            # Tasks in order of halves: with two threads, each computes one half.
+            for task in prange(2 * col_tasks, schedule="static"):
+                if head_task(task, col_tasks, N, I, O, x, grad_out, partial):
+                    failed_flag[0] = 1
+            cnncy_barrier()  # Cython's prange inside a parallel block ends without one
+            for o in prange(O, schedule="static"):
+                add_rows(partial + o * I, partial + size + o * I, I, grad_weight + o * I)
+    free(partial)
+    return failed == 0
+
+
+cdef inline void add_rows(const floating* a, const floating* b, Py_ssize_t n, floating* out) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(n):
+        out[j] = a[j] + b[j]
+
+
+cdef bint head_task(Py_ssize_t task, Py_ssize_t col_tasks, Py_ssize_t N, Py_ssize_t I, Py_ssize_t O,
+                    const floating* x, const floating* grad_out, floating* partial) noexcept nogil:
+    """Task `task` of head_weight_grad: one half of the batch (task // col_tasks) times one block of
+    2 vectors of columns, into that half's partial product.  True if out of memory."""
+    cdef Py_ssize_t width = 2 * lanes(<floating*> NULL)
+    cdef Py_ssize_t half = task // col_tasks
+    cdef Py_ssize_t j0 = task % col_tasks * width
+    cdef Py_ssize_t n0 = 0 if half == 0 else (N + 1) // 2
+    cdef Py_ssize_t rows = (N + 1) // 2 if half == 0 else N - n0
+    cdef Py_ssize_t cols = min(width, I - j0)
+    cdef Py_ssize_t offsets[GEMM_ROWS_MR]
+    cdef floating* padded
+    cdef Py_ssize_t r
+    for r in range(GEMM_ROWS_MR):  # rows past O repeat the last one; their sums are dropped
+        offsets[r] = min(r, O - 1) + n0 * O
+    if cols == width:
+        tile_rows(1, rows, grad_out, offsets, 0, O, x + n0 * I + j0, I, partial + half * O * I + j0, I, O, cols,
+                  False)
+        return False
+    # The last, partial block: tile_rows reads whole vectors of x's rows, so its columns go through
+    # a zero-padded copy.
+    padded = <floating*> calloc(max(rows, 1) * width, sizeof(floating))
+    if padded == NULL:
+        return True
+    copy_rows(x + n0 * I + j0, rows, cols, I, padded, width)
+    tile_rows(1, rows, grad_out, offsets, 0, O, padded, width, partial + half * O * I + j0, I, O, cols, False)
+    free(padded)
+    return False
+
+
 def linear_backward(const floating[:, ::1] x, const floating[:, ::1] weight,
                     const floating[:, ::1] grad_out, floating[:, ::1] grad_x,
                     floating[:, ::1] grad_weight, floating[::1] grad_bias, int num_threads):
@@ -362,7 +449,11 @@ def linear_backward(const floating[:, ::1] x, const floating[:, ::1] weight,
             if grad_x is not None:
                 done = product(N, I, O, &grad_out[0, 0], O, 1, &weight[0, 0], I, 1, &grad_x[0, 0], num_threads,
                                True)
-            done = done and product(O, I, N, &grad_out[0, 0], 1, O, &x[0, 0], I, 1, &grad_weight[0, 0],
-                                    num_threads)
+            if O <= GEMM_ROWS_MR and I >= HEAD_MIN_FEATURES:
+                done = done and head_weight_grad(N, I, O, &x[0, 0], &grad_out[0, 0], &grad_weight[0, 0],
+                                                 num_threads)
+            else:
+                done = done and product(O, I, N, &grad_out[0, 0], 1, O, &x[0, 0], I, 1, &grad_weight[0, 0],
+                                        num_threads)
     if not done:
         raise MemoryError("linear_backward: could not allocate the work buffers")

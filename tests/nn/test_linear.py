@@ -25,6 +25,7 @@ CASES = [
     ((3, 6), (4, 6), ()),
     ((3, 6), (4, 6), (1,)),
     ((7, 1030), (11, 1030), (11,)),  # long rows: the forward's dot tiles, with partial tiles and tail
+    ((33, 2050), (12, 2050), (12,)),  # a head's weight gradient in halves of the batch: odd rows, column tail
     ((19, 1100), (37, 1100), (37,)),  # long rows, many outputs: weight rows in place, partial tiles and k-block
     ((64, 400), (120, 400), (120,)),  # LeNet's first fully connected layer: weight rows in place too
     ((3, 257), (33, 257), (33,)),  # the smallest such layer, with a tail of features
@@ -99,11 +100,12 @@ def test_gradients_match_finite_differences(rng):
         assert_close(tensor.grad, numerical_gradient(loss, array), rtol=1e-7, what=what)
 
 
-# Every forward path on enough work for threads: gemm tiles (300, 800 features), dot tiles (1600 features,
-# 13 outputs), weight rows in place (1100 features, 40 outputs); the backward runs gemm tiles for 70
-# rows and the streamed few-rows sums (split over the team by weight rows and feature blocks) for 3.
+# Every forward path on enough work for threads: gemm tiles (300, 800 features), dot tiles (1600 and
+# 1030 features, 13 and 12 outputs), weight rows in place (1100 features, 40 outputs); the backward
+# runs gemm tiles for 70 rows (the weight gradient of 12 outputs: partial products of the batch's
+# halves) and the streamed few-rows sums (split over the team by weight rows and feature blocks) for 3.
 @pytest.mark.parametrize("rows", [70, 3])
-@pytest.mark.parametrize("out_features, in_features", [(200, 300), (40, 800), (13, 1600), (40, 1100)])
+@pytest.mark.parametrize("out_features, in_features", [(200, 300), (40, 800), (13, 1600), (12, 1030), (40, 1100)])
 def test_one_two_and_three_threads_are_bitwise_identical(rng, threads, rows, out_features, in_features):
     shapes = ((rows, in_features), (out_features, in_features), (out_features,))
     x, weight, bias = (rng.standard_normal(s).astype(np.float32) for s in shapes)
