@@ -12,6 +12,16 @@ policy in a context variable; an array remembers the handler that allocated it, 
 before or elsewhere are freed by their own).  Each block is over-allocated by 80 bytes: the raw
 pointer and the size sit just before the aligned start.  calloc stays calloc, so large zeroed arrays
 still come from untouched pages.
+
+Freed blocks of 64 KiB and more are kept (up to 32 blocks and 256 MiB; the oldest go first) and
+handed to the next request of exactly their size, newest first.  A training step allocates the
+same buffers in the same order every step, so each layer's output and gradient get the memory
+they had the step before, which the same threads wrote in the same split (the kernels split the
+batch the same way).  From glibc, a buffer could instead land on memory the other core had
+written, and every cache line of it then moved between the cores: SimpleCNN at batch 64, two
+threads, in a phase where this VM's two cores shared no cache: fused forward 122 -> 112 us, linear
+forward 44 -> 37 us, step 511-519 -> 495-504 us (no change when they share one).  release_kept()
+frees the kept blocks.
 """
 from cpython.pycapsule cimport PyCapsule_New
 from libc.string cimport memset, strcpy
@@ -36,11 +46,67 @@ cdef extern from *:
         return (void*) start;
     }
 
+    #define CNNCY_KEEP_MIN_BYTES ((size_t) 64 << 10)
+    #define CNNCY_KEEP_SLOTS 32
+    #define CNNCY_KEEP_MAX_BYTES ((size_t) 256 << 20)
+
+    /* Freed blocks kept for the next request of the same size, newest last. */
+    static void* cnncy_kept_block[CNNCY_KEEP_SLOTS];
+    static size_t cnncy_kept_size[CNNCY_KEEP_SLOTS];
+    static int cnncy_kept_count = 0;
+    static size_t cnncy_kept_bytes = 0;
+    static int cnncy_kept_lock = 0;
+
+    static void cnncy_lock(void) { while (__atomic_exchange_n(&cnncy_kept_lock, 1, __ATOMIC_ACQUIRE)) {} }
+    static void cnncy_unlock(void) { __atomic_store_n(&cnncy_kept_lock, 0, __ATOMIC_RELEASE); }
+
+    static void cnncy_drop_kept(int i)
+    {
+        cnncy_kept_bytes -= cnncy_kept_size[i];
+        for (; i + 1 < cnncy_kept_count; i++) {
+            cnncy_kept_block[i] = cnncy_kept_block[i + 1];
+            cnncy_kept_size[i] = cnncy_kept_size[i + 1];
+        }
+        cnncy_kept_count--;
+    }
+
+    static void* cnncy_take_kept(size_t size)
+    {
+        void* block = NULL;
+        int i;
+        if (size < CNNCY_KEEP_MIN_BYTES)
+            return NULL;
+        cnncy_lock();
+        for (i = cnncy_kept_count - 1; i >= 0; i--) {
+            if (cnncy_kept_size[i] == size) {
+                block = cnncy_kept_block[i];
+                cnncy_drop_kept(i);
+                break;
+            }
+        }
+        cnncy_unlock();
+        return block;
+    }
+
+    static void cnncy_release_kept(void)
+    {
+        cnncy_lock();
+        while (cnncy_kept_count > 0) {
+            free(((void**) cnncy_kept_block[0])[-2]);
+            cnncy_drop_kept(0);
+        }
+        cnncy_unlock();
+    }
+
     static void* cnncy_aligned_malloc(void* ctx, size_t size)
     {
+        void* block;
         (void) ctx;
         if (size > SIZE_MAX - CNNCY_ALIGNMENT - CNNCY_HEADER)
             return NULL;
+        block = cnncy_take_kept(size);
+        if (block != NULL)
+            return block;
         return cnncy_aligned_block(malloc(size + CNNCY_ALIGNMENT + CNNCY_HEADER), size);
     }
 
@@ -56,9 +122,25 @@ cdef extern from *:
 
     static void cnncy_aligned_free(void* ctx, void* block, size_t size)
     {
-        (void) ctx; (void) size;
-        if (block != NULL)
-            free(((void**) block)[-2]);
+        (void) ctx;
+        if (block == NULL)
+            return;
+        size = ((size_t*) block)[-1];
+        if (size >= CNNCY_KEEP_MIN_BYTES && size <= CNNCY_KEEP_MAX_BYTES) {
+            cnncy_lock();
+            while (cnncy_kept_count > 0 && (cnncy_kept_count == CNNCY_KEEP_SLOTS
+                                            || cnncy_kept_bytes + size > CNNCY_KEEP_MAX_BYTES)) {
+                free(((void**) cnncy_kept_block[0])[-2]);
+                cnncy_drop_kept(0);
+            }
+            cnncy_kept_block[cnncy_kept_count] = block;
+            cnncy_kept_size[cnncy_kept_count] = size;
+            cnncy_kept_count++;
+            cnncy_kept_bytes += size;
+            cnncy_unlock();
+            return;
+        }
+        free(((void**) block)[-2]);
     }
 
     static void* cnncy_aligned_realloc(void* ctx, void* block, size_t size)
@@ -80,6 +162,7 @@ cdef extern from *:
     void* cnncy_aligned_calloc(void* ctx, size_t count, size_t item_size) noexcept nogil
     void* cnncy_aligned_realloc(void* ctx, void* block, size_t size) noexcept nogil
     void cnncy_aligned_free(void* ctx, void* block, size_t size) noexcept nogil
+    void cnncy_release_kept() noexcept nogil
 
 cdef extern from "numpy/arrayobject.h":
     ctypedef struct PyDataMemAllocator:
@@ -117,3 +200,8 @@ _capsule = PyCapsule_New(&handler, "mem_handler", NULL)
 def install():
     """Make the aligned handler numpy's allocation policy in the current context."""
     PyDataMem_SetHandler(_capsule)
+
+
+def release_kept():
+    """Free the blocks kept for reuse."""
+    cnncy_release_kept()

@@ -69,3 +69,42 @@ def test_aligned_arrays_grow_shrink_and_free_with_their_values():
         kept = min(size, new_size)
         np.testing.assert_array_equal(array[:kept], values[:kept])
         assert not array[kept:].any()  # numpy zero-fills the growth
+
+
+KEPT_BLOCKS_CHECK = """
+import numpy as np
+import cnncy
+from cnncy import _aligned
+size = 6272 * 64
+first, second = np.empty(size, np.float32), np.empty(size, np.float32)
+addresses = first.ctypes.data, second.ctypes.data
+del first, second  # glibc would merge the two and serve the next request from the first
+other = np.empty(size + 16, np.float32)  # another size: no kept block
+same = np.empty(size, np.float32)  # the newest kept block of its size: the second
+same[:] = 7; del same
+zeros = np.zeros(size, np.float32)  # calloc: zeros, never a kept block
+print(other.ctypes.data not in addresses, np.empty(size, np.float32).ctypes.data == addresses[1],
+      bool((zeros == 0).all()))
+_aligned.release_kept()
+"""
+
+
+def test_freed_large_blocks_serve_the_next_array_of_their_size():
+    assert run_python(KEPT_BLOCKS_CHECK, dict(os.environ)).split() == ["True", "True", "True"]
+
+
+def test_kept_blocks_hold_no_stale_views_and_stay_bounded():
+    import numpy as np
+
+    from cnncy import _aligned
+
+    size = 1 << 16  # float64: 512 KiB blocks
+    arrays = [np.full(size, float(i)) for i in range(40)]  # more blocks than are kept
+    views = [a[:3] for a in arrays[:5]]  # views keep their base array (and its block) alive
+    del arrays
+    fresh = [np.empty(size) for _ in range(40)]
+    for i, view in enumerate(views):  # no kept block was handed out while a view held it
+        np.testing.assert_array_equal(view, float(i))
+    addresses = {a.ctypes.data for a in fresh}
+    assert len(addresses) == 40 and all(address % 64 == 0 for address in addresses)
+    _aligned.release_kept()
