@@ -89,23 +89,19 @@ cdef inline double tile_use(Py_ssize_t M, Py_ssize_t N, Py_ssize_t tile_cols) no
     return 1.0 if padded == 0 else <double> (M * N) / <double> padded
 
 
-cdef void tiled_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* a_packed,
-                        const floating* B, Py_ssize_t b_row, Py_ssize_t b_col, floating* C,
-                        int num_threads, bint batch_rows) noexcept nogil:
-    """C[M, N] (rows of N) = A @ B for A packed by pack_a and B(k, j) = B[k * b_row + j * b_col],
-    one output tile per task: TILE_ROWS x TILE_COLS, halved (down to one register tile) while there
-    are fewer than four tasks per thread (two left LeNet's 64 x 400 input gradient in 5 tiles, 3 on
-    one thread and 2 on the other; its backward at two threads 37 -> 34 us).  Every C entry is the
-    same sum whatever the tiles.
+cdef void tile_shape(floating* dtype, Py_ssize_t M, Py_ssize_t N, int threads, bint batch_rows,
+                     Py_ssize_t* tile_rows_out, Py_ssize_t* tile_cols_out) noexcept nogil:
+    """The output tile that `product` hands to one task: TILE_ROWS x TILE_COLS, halved (down to one
+    register tile) while there are fewer than four tasks per thread (two left LeNet's 64 x 400
+    input gradient in 5 tiles, 3 on one thread and 2 on the other; its backward at two threads
+    37 -> 34 us).  Every C entry is the same sum whatever the tiles.
 
     batch_rows: C's rows are samples (an input gradient).  Then each thread gets one band of rows,
     the samples whose activations it computed (the other kernels split the batch the same way) and
     whose gradients it goes on with: on this VM the two cores sometimes share no cache, and
     SimpleCNN's step at two threads then took 600 us with column tiles, 550 with bands."""
-    cdef int threads = team(M * N * K, num_threads)
-    cdef Py_ssize_t nr = packed_cols(<floating*> NULL)
+    cdef Py_ssize_t nr = packed_cols(dtype)
     cdef Py_ssize_t tile_rows = TILE_ROWS, tile_cols = TILE_COLS
-    cdef Py_ssize_t row_tiles, col_tiles, tile
     if batch_rows and threads > 1 and M >= threads * GEMM_MR:
         tile_rows = round_up((M + threads - 1) // threads, GEMM_MR)
     while threads > 1 and ((M + tile_rows - 1) // tile_rows) * ((N + tile_cols - 1) // tile_cols) < 4 * threads:
@@ -115,33 +111,52 @@ cdef void tiled_product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating
             tile_rows = round_up(tile_rows // 2, GEMM_MR)
         else:
             break
-    row_tiles = (M + tile_rows - 1) // tile_rows
-    col_tiles = (N + tile_cols - 1) // tile_cols
-    if threads == 1:  # no parallel region (one costs ~0.7 us even for one thread)
-        for tile in range(row_tiles * col_tiles):
-            product_tile(tile, col_tiles, tile_rows, tile_cols, M, N, K, a_packed, B, b_row, b_col, C)
-        return
-    for tile in prange(row_tiles * col_tiles, schedule="static", num_threads=threads):
-        product_tile(tile, col_tiles, tile_rows, tile_cols, M, N, K, a_packed, B, b_row, b_col, C)
+    tile_rows_out[0] = tile_rows
+    tile_cols_out[0] = tile_cols
 
 
 cdef inline void product_tile(Py_ssize_t tile, Py_ssize_t col_tiles, Py_ssize_t tile_rows, Py_ssize_t tile_cols,
                               Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* a_packed,
                               const floating* B, Py_ssize_t b_row, Py_ssize_t b_col, floating* C) noexcept nogil:
-    """Output tile `tile` of tiled_product (tiles numbered row by row)."""
+    """Output tile `tile` of product (tiles numbered row by row)."""
     cdef Py_ssize_t i0 = tile // col_tiles * tile_rows
     cdef Py_ssize_t j0 = tile % col_tiles * tile_cols
     gemm(min(tile_rows, M - i0), min(tile_cols, N - j0), K, a_packed + i0 * K, B + j0 * b_col, b_row,
          b_col, C + i0 * N + j0, N, False)
 
 
+cdef void prepare_share(int member, int team_size, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A,
+                        Py_ssize_t a_row, Py_ssize_t a_col, const floating* B, Py_ssize_t b_col,
+                        floating* a_packed, floating* b_rows) noexcept nogil:
+    """Team member `member`'s share of product's operands: blocks of GEMM_MR rows of A packed, and
+    (when b_rows is not NULL) blocks of 16 columns of B written as rows of b_rows."""
+    cdef Py_ssize_t blocks = (M + GEMM_MR - 1) // GEMM_MR
+    cdef Py_ssize_t b0 = blocks * member // team_size, b1 = blocks * (member + 1) // team_size
+    cdef Py_ssize_t column_blocks, c0, c1
+    if b1 > b0:
+        pack_a(min(b1 * GEMM_MR, M) - b0 * GEMM_MR, K, A + b0 * GEMM_MR * a_row, a_row, a_col,
+               a_packed + b0 * GEMM_MR * K)
+    if b_rows != NULL:
+        # B(k, j) = B[k + j * b_col]: its column j is row j of a row-major matrix; b_rows[k, j].
+        column_blocks = (N + 15) // 16
+        c0 = column_blocks * member // team_size * 16
+        c1 = min(column_blocks * (member + 1) // team_size * 16, N)
+        if c1 > c0:
+            transpose(B + c0 * b_col, c1 - c0, K, b_col, b_rows + c0, N)
+
+
 cdef bint product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A, Py_ssize_t a_row,
                   Py_ssize_t a_col, const floating* B, Py_ssize_t b_row, Py_ssize_t b_col, floating* C,
                   int num_threads, bint batch_rows=False) noexcept nogil:
     """C[M, N] = A @ B for A(i, k) = A[i * a_row + k * a_col], likewise B; False if out of memory.
-    batch_rows: see tiled_product."""
+
+    One parallel region: the team packs A and (below) transposes B in shares, then computes the
+    output tiles (tile_shape; batch_rows: see there).  Packing serially before the region left
+    LeNet's 400 -> 120 and 120 -> 84 layers a serial part that two threads could not shorten."""
     cdef floating* a_packed = <floating*> malloc(max(packed_a_size(M, K), 1) * sizeof(floating))
     cdef floating* b_rows = NULL
+    cdef int threads = team(M * N * K, num_threads)
+    cdef Py_ssize_t tile_rows, tile_cols, row_tiles, col_tiles, tile
     if a_packed == NULL:
         return False
     if b_col != 1 and b_row == 1 and N > 1:
@@ -153,10 +168,25 @@ cdef bint product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A, P
         if b_rows == NULL:
             free(a_packed)
             return False
-        transpose(B, N, K, b_col, b_rows, N)
-        B, b_row, b_col = b_rows, N, 1
-    pack_a(M, K, A, a_row, a_col, a_packed)
-    tiled_product(M, N, K, a_packed, B, b_row, b_col, C, num_threads, batch_rows)
+    tile_shape(<floating*> NULL, M, N, threads, batch_rows, &tile_rows, &tile_cols)
+    row_tiles = (M + tile_rows - 1) // tile_rows
+    col_tiles = (N + tile_cols - 1) // tile_cols
+    if threads == 1:  # no parallel region (one costs ~0.7 us even for one thread)
+        prepare_share(0, 1, M, N, K, A, a_row, a_col, B, b_col, a_packed, b_rows)
+        if b_rows != NULL:
+            B, b_row, b_col = b_rows, N, 1
+        for tile in range(row_tiles * col_tiles):
+            product_tile(tile, col_tiles, tile_rows, tile_cols, M, N, K, a_packed, B, b_row, b_col, C)
+    else:
+        with parallel(num_threads=threads):
+            prepare_share(threadid(), cnncy_team_size(), M, N, K, A, a_row, a_col, B, b_col, a_packed, b_rows)
+            cnncy_barrier()
+            if b_rows != NULL:
+                for tile in prange(row_tiles * col_tiles, schedule="static"):
+                    product_tile(tile, col_tiles, tile_rows, tile_cols, M, N, K, a_packed, b_rows, N, 1, C)
+            else:
+                for tile in prange(row_tiles * col_tiles, schedule="static"):
+                    product_tile(tile, col_tiles, tile_rows, tile_cols, M, N, K, a_packed, B, b_row, b_col, C)
     free(a_packed)
     free(b_rows)
     return True
@@ -191,24 +221,66 @@ cdef inline void dot_tile(Py_ssize_t tile, Py_ssize_t col_tiles, Py_ssize_t M, P
 
 
 cdef bint rows_forward(Py_ssize_t N, Py_ssize_t I, Py_ssize_t O, const floating* x, const floating* weight,
-                       floating* out_t, Py_ssize_t ld, int num_threads) noexcept nogil:
-    """out_t[o, n] (rows of ld >= N, a whole number of vectors) = weight[o, :] . x[n, :], with the
-    rows of weight read in place (tile_rows) against x^T.  False if out of memory."""
+                       const floating* bias, floating* out, int num_threads) noexcept nogil:
+    """out[n, o] = weight[o, :] . x[n, :] (+ bias[o] unless bias is NULL), with the rows of weight
+    read in place (tile_rows) against x^T, into out^T and then out.  False if out of memory.
+
+    One parallel region, in three steps between barriers: x^T in shares of 16 features, the output
+    tiles (rows_forward_share), out from out^T (with the bias) in shares of samples.  A k-block per
+    task left LeNet's 400 features to one thread, and the copy to out was serial."""
+    cdef Py_ssize_t ld = round_up(N, lanes(<floating*> NULL))  # x^T's rows: a whole number of vectors
     cdef floating* x_t = <floating*> malloc(max(I * ld, 1) * sizeof(floating))
+    cdef floating* out_t = <floating*> malloc(max(O * ld, 1) * sizeof(floating))
     cdef int threads = team(N * I * O, num_threads)
-    cdef Py_ssize_t kb, k0, r, n
-    if x_t == NULL:
+    cdef int member, team_size
+    if x_t == NULL or out_t == NULL:
+        free(x_t)
+        free(out_t)
         return False
-    for kb in prange((I + ROWS_KC - 1) // ROWS_KC, schedule="static", num_threads=threads):
-        k0 = kb * ROWS_KC
-        transpose(x + k0, N, min(ROWS_KC, I - k0), I, x_t + k0 * ld, ld)
-        for r in range(k0, min(k0 + ROWS_KC, I)):
-            for n in range(N, ld):
-                x_t[r * ld + n] = 0
-    with parallel(num_threads=threads):
-        rows_forward_share(threadid(), cnncy_team_size(), I, O, x_t, weight, out_t, ld)
+    if threads == 1:  # no parallel region for small work
+        transpose_share(0, 1, N, I, x, x_t, ld)
+        rows_forward_share(0, 1, I, O, x_t, weight, out_t, ld)
+        output_share(0, 1, N, O, out_t, ld, bias, out)
+    else:
+        with parallel(num_threads=threads):
+            member, team_size = threadid(), cnncy_team_size()
+            transpose_share(member, team_size, N, I, x, x_t, ld)
+            cnncy_barrier()
+            rows_forward_share(member, team_size, I, O, x_t, weight, out_t, ld)
+            cnncy_barrier()
+            output_share(member, team_size, N, O, out_t, ld, bias, out)
     free(x_t)
+    free(out_t)
     return True
+
+
+cdef void transpose_share(int member, int team_size, Py_ssize_t N, Py_ssize_t I, const floating* x,
+                          floating* x_t, Py_ssize_t ld) noexcept nogil:
+    """Team member `member`'s share of x^T (rows of ld, zeros past N): blocks of 16 features."""
+    cdef Py_ssize_t blocks = (I + 15) // 16
+    cdef Py_ssize_t k0 = blocks * member // team_size * 16
+    cdef Py_ssize_t k1 = min(blocks * (member + 1) // team_size * 16, I)
+    cdef Py_ssize_t r, n
+    if k1 <= k0:
+        return
+    transpose(x + k0, N, k1 - k0, I, x_t + k0 * ld, ld)
+    for r in range(k0, k1):
+        for n in range(N, ld):
+            x_t[r * ld + n] = 0
+
+
+cdef void output_share(int member, int team_size, Py_ssize_t N, Py_ssize_t O, const floating* out_t,
+                       Py_ssize_t ld, const floating* bias, floating* out) noexcept nogil:
+    """Team member `member`'s share of out[n, o] = out_t[o, n] (+ bias[o]): a band of samples."""
+    cdef Py_ssize_t n0 = N * member // team_size, n1 = N * (member + 1) // team_size
+    cdef Py_ssize_t n, o
+    for n in range(n0, n1):
+        if bias == NULL:
+            for o in range(O):
+                out[n * O + o] = out_t[o * ld + n]
+        else:
+            for o in range(O):
+                out[n * O + o] = out_t[o * ld + n] + bias[o]
 
 
 cdef void rows_forward_share(int member, int team_size, Py_ssize_t I, Py_ssize_t O, const floating* x_t,
@@ -248,20 +320,25 @@ def linear_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
     cdef bint by_rows = I >= ROWS_FORWARD_MIN_FEATURES and O >= ROWS_FORWARD_MIN_OUTPUTS
     cdef bint long_rows = I >= LONG_ROW_FEATURES and not by_rows
     cdef Py_ssize_t nr = packed_cols(<floating*> NULL)
-    cdef bint transposed = by_rows or (not long_rows and tile_use(O, N, nr) > tile_use(N, O, nr))
-    cdef Py_ssize_t ld = round_up(N, lanes(<floating*> NULL)) if by_rows else N
+    cdef bint transposed = not by_rows and not long_rows and tile_use(O, N, nr) > tile_use(N, O, nr)
+    cdef Py_ssize_t ld = N
     cdef floating* out_t = NULL
     cdef bint done = True
     if N == 0 or O == 0:
+        return
+    if by_rows:  # bias and all
+        with nogil:
+            done = rows_forward(N, I, O, &x[0, 0], &weight[0, 0], NULL if bias is None else &bias[0], &out[0, 0],
+                                num_threads)
+        if not done:
+            raise MemoryError("linear_forward: could not allocate the work buffers")
         return
     if transposed:
         out_t = <floating*> malloc(O * ld * sizeof(floating))
         if out_t == NULL:
             raise MemoryError("linear_forward: could not allocate the output buffer")
     with nogil:
-        if by_rows:
-            done = rows_forward(N, I, O, &x[0, 0], &weight[0, 0], out_t, ld, num_threads)
-        elif long_rows:
+        if long_rows:
             dot_tiles(N, O, I, &x[0, 0], &weight[0, 0], &out[0, 0], num_threads)
         elif transposed:
             done = product(O, N, I, &weight[0, 0], I, 1, &x[0, 0], 1, I, out_t, num_threads)

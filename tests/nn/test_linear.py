@@ -29,6 +29,7 @@ CASES = [
     ((19, 1100), (37, 1100), (37,)),  # long rows, many outputs: weight rows in place, partial tiles and k-block
     ((64, 400), (120, 400), (120,)),  # LeNet's first fully connected layer: weight rows in place too
     ((3, 257), (33, 257), (33,)),  # the smallest such layer, with a tail of features
+    ((9, 300), (40, 300), None),  # weight rows in place without a bias
 ]
 
 
