@@ -12,8 +12,18 @@ from cython.parallel cimport prange
 from softmax_core cimport exp_, log_softmax_row, softmax_row
 from team_size cimport team_size
 
-# Elements per parallel task of the elementwise kernels.
+# The elementwise kernels go parallel from two chunks of this many elements on.
 cdef Py_ssize_t CHUNK = 1 << 14
+
+
+cdef inline Py_ssize_t share_start(Py_ssize_t n, Py_ssize_t part, Py_ssize_t parts) noexcept nogil:
+    """Where part `part` of `parts` contiguous shares of n elements starts (on a 16-element boundary).
+
+    One share per thread, rather than chunks dealt out in turn: the batch then splits as the
+    layers around it split it (an NCHW activation's first half is the first half of the batch),
+    and each thread works on what its core wrote.  LeNet's conv2 relu (64 x 16 x 10 x 10) at two
+    threads: 7 chunks of 16384 gave one thread 8 of the other thread's images."""
+    return n if part >= parts else min(n, n * part // parts // 16 * 16)
 
 
 # ----------------------------------------------------------------- relu
@@ -28,8 +38,12 @@ cdef inline void relu_chunk(const floating* x, floating* out, Py_ssize_t n) noex
 cdef inline void relu_backward_chunk(const floating* grad_out, const floating* out,
                                      floating* grad_x, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t i
+    cdef floating grad
     for i in range(n):
-        grad_x[i] = 0 if out[i] <= 0 else grad_out[i]
+        # grad_out read whatever out is: read only where out > 0, gcc made it a masked load that
+        # merges into the previous vector, through the stack (one thread, 102,400 values: 21 -> 5 us).
+        grad = grad_out[i]
+        grad_x[i] = 0 if out[i] <= 0 else grad
 
 
 def relu_forward(const floating[::1] x, floating[::1] out, int num_threads):
@@ -46,8 +60,9 @@ def relu_forward(const floating[::1] x, floating[::1] out, int num_threads):
         with nogil:
             relu_chunk(x_data, out_data, n)
         return
-    for c in prange(chunks, nogil=True, schedule='static', num_threads=threads):
-        relu_chunk(x_data + c * CHUNK, out_data + c * CHUNK, min(CHUNK, n - c * CHUNK))
+    for c in prange(threads, nogil=True, schedule='static', num_threads=threads):
+        relu_chunk(x_data + share_start(n, c, threads), out_data + share_start(n, c, threads),
+                   share_start(n, c + 1, threads) - share_start(n, c, threads))
 
 
 def relu_backward(const floating[::1] grad_out, const floating[::1] out, floating[::1] grad_x,
@@ -66,9 +81,10 @@ def relu_backward(const floating[::1] grad_out, const floating[::1] out, floatin
         with nogil:
             relu_backward_chunk(grad_out_data, out_data, grad_x_data, n)
         return
-    for c in prange(chunks, nogil=True, schedule='static', num_threads=threads):
-        relu_backward_chunk(grad_out_data + c * CHUNK, out_data + c * CHUNK,
-                            grad_x_data + c * CHUNK, min(CHUNK, n - c * CHUNK))
+    for c in prange(threads, nogil=True, schedule='static', num_threads=threads):
+        relu_backward_chunk(grad_out_data + share_start(n, c, threads), out_data + share_start(n, c, threads),
+                            grad_x_data + share_start(n, c, threads),
+                            share_start(n, c + 1, threads) - share_start(n, c, threads))
 
 
 # ----------------------------------------------------------------- softmax
