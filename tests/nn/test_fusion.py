@@ -351,3 +351,80 @@ def test_training_steps_are_bitwise_identical_with_1_2_and_16_threads(rng, threa
     for n in (2, 16):
         for a, b in zip(one, train(n)):
             np.testing.assert_array_equal(a, b)
+
+
+# ----------------------------------------------------------------- relu + max_pool2d of a GEMM conv
+
+RELU_POOL_NODE = "ReluMaxPool2dFunctionBackward"
+
+
+def relu_pool_chain(lib, x, weight, bias, pool_args, grad_seed=0, also=None):
+    """max_pool2d(relu(conv2d(x))) forward and backward; `also(relu_out)` adds to the loss."""
+    make = ((lambda a: cnncy.tensor(a, requires_grad=True)) if lib is cnncy
+            else (lambda a: to_torch(a, requires_grad=True)))
+    tensors = [make(a) for a in (x, weight, bias)]
+    functional = F if lib is cnncy else torch.nn.functional
+    relu_out = functional.relu(functional.conv2d(*tensors, padding=1))
+    out = functional.max_pool2d(relu_out, **pool_args)
+    if lib is cnncy and not pool_args.get("return_indices"):
+        assert out.grad_fn.name() == RELU_POOL_NODE
+    values = out if not pool_args.get("return_indices") else out[0]
+    grad = np.random.default_rng(grad_seed).standard_normal(tuple(values.shape)).astype(x.dtype)
+    loss = (values * (cnncy.tensor(grad) if lib is cnncy else torch.from_numpy(grad))).sum()
+    if also is not None:
+        loss = loss + also(relu_out)
+    loss.backward()
+    return [values] + [t.grad for t in tensors]
+
+
+def assert_relu_pool_matches_torch(x, weight, bias, pool_args, also=None):
+    ours = relu_pool_chain(cnncy, x, weight, bias, pool_args, also=also)
+    theirs = relu_pool_chain(torch, x, weight, bias, pool_args, also=also)
+    for what, a, b in zip(("output", "grad input", "grad weight", "grad bias"), ours, theirs):
+        assert_close(a, b, what=what)
+
+
+# LeNet's second conv (6 -> 16, 5x5: 150 taps) computes at once; its relu and pool fuse.
+POOLS = [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=3, stride=2, ceil_mode=True),
+         dict(kernel_size=2, stride=1, dilation=2), dict(kernel_size=(2, 3), stride=(1, 2))]
+
+
+@pytest.mark.parametrize("pool_args", POOLS)
+def test_relu_then_pool_of_a_computed_conv_fuses_and_matches_torch(rng, dtype, pool_args):
+    x = rng.standard_normal((5, 6, 13, 12)).astype(dtype)
+    weight, bias = conv_parameters(rng, dtype, 6, 16, 5)
+    assert 6 * 5 * 5 > MAX_FUSED_TAPS
+    assert_relu_pool_matches_torch(x, weight, bias, pool_args)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the loss's inf - inf
+def test_relu_then_pool_ties_nan_and_infinity_like_torch(rng, dtype):
+    # Small integers: many equal conv outputs and windows whose maximum is <= 0; and non-finite values.
+    x = rng.integers(-1, 2, (3, 6, 10, 10)).astype(dtype)
+    weight = rng.integers(-1, 2, (8, 6, 5, 5)).astype(dtype)
+    bias = rng.integers(-2, 2, 8).astype(dtype)
+    x[0, 1, 3, 4] = np.nan
+    x[1, 2, 7, 7] = np.inf
+    x[2, 0, 2, 8] = -np.inf
+    assert_relu_pool_matches_torch(x, weight, bias, dict(kernel_size=2))
+
+
+def test_relu_output_of_a_computed_conv_also_used_elsewhere(rng, dtype):
+    x = rng.standard_normal((2, 6, 9, 9)).astype(dtype)
+    weight, bias = conv_parameters(rng, dtype, 6, 4, 5)
+    assert_relu_pool_matches_torch(x, weight, bias, dict(kernel_size=2), also=lambda r: (r * r).sum())
+
+
+def test_relu_then_pool_with_indices_does_not_fuse(rng, dtype):
+    x = rng.standard_normal((2, 6, 9, 9)).astype(dtype)
+    weight, bias = conv_parameters(rng, dtype, 6, 4, 5)
+    tensors = [cnncy.tensor(a, requires_grad=True) for a in (x, weight, bias)]
+    out, indices = F.max_pool2d(F.relu(F.conv2d(*tensors, padding=1)), 2, return_indices=True)
+    assert out.grad_fn.name() == "MaxPool2dFunctionBackward"
+    assert_relu_pool_matches_torch(x, weight, bias, dict(kernel_size=2, return_indices=True))
+
+
+def test_relu_then_pool_of_a_computed_conv_unbatched(rng, dtype):
+    x = rng.standard_normal((6, 9, 10)).astype(dtype)
+    weight, bias = conv_parameters(rng, dtype, 6, 4, 5)
+    assert_relu_pool_matches_torch(x, weight, bias, dict(kernel_size=2))

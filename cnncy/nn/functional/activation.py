@@ -107,6 +107,9 @@ def relu(input, inplace=False):
         return deferred
     if inplace:
         return apply_inplace("relu_", ReLUFunction, input, True)
+    deferred = fusion.defer_relu_of_conv(input, lambda: ReLUFunction.apply(input, False))
+    if deferred is not None:  # relu of a conv2d output: a max_pool2d may fuse it (see fusion.py)
+        return deferred
     return ReLUFunction.apply(input, False)
 
 

@@ -57,6 +57,9 @@ class Conv2dFunction(Function):
         return grad_x, grad_weight if wants_weight else None, grad_bias, None, None, None
 
 
+fusion.RELU_POOL_PRODUCERS.add(Conv2dFunction)
+
+
 def _pair(name, value):
     """An int or a sequence of 1 or 2 ints -> a pair of ints, with torch's errors."""
     # The exact types first: what nn.Conv2d (a pair) and most functional calls (an int) pass.

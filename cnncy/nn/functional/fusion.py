@@ -13,6 +13,11 @@ fusion is lazy:
    no ceil_mode and no return_indices, runs `ConvReluPool2dFunction`: one graph node
    whose inputs are (input, weight, bias).
 
+Where conv2d computes at once (a kernel with many taps, in training), the chain still
+fuses its second half: relu of a conv2d output returns a `DeferredReLU`, and max_pool2d
+of it runs `ReluMaxPool2dFunction`, which pools the conv output and applies ReLU to the
+pooled values (for a 2x2 pool a quarter of them), never writing the ReLU output.
+
 Anything else that touches a deferred tensor (reading its values, its grad_fn, using it
 in any other op) computes it the ordinary way, with the ordinary Conv2d (and ReLU)
 graph nodes, so the results and gradients are exactly those of the unfused ops: an
@@ -23,10 +28,10 @@ call.  Ops only fuse within one grad mode.
 """
 import numpy as np
 
-from ... import _fused
+from ... import _activation, _fused, _pooling
 from ..._threads import get_num_threads
 from ...autograd import Function, is_grad_enabled
-from ...tensor import DeferredTensor
+from ...tensor import DeferredTensor, Tensor
 
 # In training, above this many taps per output channel (C_in * kH * kW) conv2d's GEMM beats
 # the fused kernel's direct convolution and the gradients it needs, so conv2d computes at once
@@ -90,8 +95,84 @@ def fused_max_pool2d(input, kernel, stride, padding, dilation, ceil_mode, return
     return ConvReluPool2dFunction.apply(*input.conv_args, kernel, input.relu)
 
 
+# The Functions whose outputs relu defers for a max_pool2d to fuse (conv.py adds Conv2dFunction).
+RELU_POOL_PRODUCERS = set()
+
+
+class DeferredReLU(DeferredTensor):
+    """relu(input) of a computed conv2d output, not computed yet."""
+
+    def __init__(self, compute, input):
+        super().__init__(compute, input.shape, input.dtype, input._requires_grad)
+        self.relu_input = input
+
+
+def defer_relu_of_conv(input, compute):
+    """relu of a conv2d output (in training) as a DeferredReLU, or None for any other input.
+
+    `compute()` applies the ordinary relu."""
+    if type(input) is not Tensor or not is_grad_enabled():
+        return None
+    node = input.grad_fn
+    if node is None or node.function not in RELU_POOL_PRODUCERS:
+        return None
+    return DeferredReLU(compute, input)
+
+
+def fused_relu_max_pool2d(input, geometry, return_indices):
+    """max_pool2d of a DeferredReLU as one ReluMaxPool2dFunction node, or None for any other input.
+
+    `geometry` is MaxPool2dFunction's (kh, kw, sh, sw, ph, pw, dh, dw, out_h, out_w)."""
+    if type(input) is not DeferredReLU or input._grad_mode != is_grad_enabled() or return_indices:
+        return None
+    return ReluMaxPool2dFunction.apply(input.relu_input, geometry)
+
+
 def _contiguous(array):
     return array if array.flags.c_contiguous else np.ascontiguousarray(array)
+
+
+def _as_batch(x):
+    return np.ascontiguousarray(x[None] if x.ndim == 3 else x)
+
+
+class ReluMaxPool2dFunction(Function):
+    """max_pool2d(relu(input), ...) computed as relu(max_pool2d(input, ...)).
+
+    ReLU never decreases, so both give the same maximum: where a window's maximum is positive it
+    is the first one in window order either way (ReLU makes no new ties above zero), a NaN wins
+    either way, and where the maximum is <= 0 both give zero and pass no gradient (ReLU's backward
+    reads its output).  One difference, in the sign of a zero only: where a window's maximum is
+    -0.0 after a negative value, torch's order gives +0.0 and this one -0.0 (they compare equal).
+    Saves the ReLU pass over the conv output and its backward: the ReLU runs on the pooled values.
+    """
+
+    fresh_input_grads = True  # backward allocates every gradient it returns
+
+    @staticmethod
+    def forward(ctx, input, geometry):
+        *window, out_h, out_w = geometry
+        x = _as_batch(input)
+        out = np.empty(x.shape[:2] + (out_h, out_w), dtype=x.dtype)
+        argmax = np.empty(out.shape, dtype=np.int64)
+        threads = get_num_threads()
+        _pooling.max_pool2d_forward(x, out, argmax, *window, threads)
+        flat = out.reshape(-1)
+        _activation.relu_forward(flat, flat, threads)
+        ctx.save_for_backward(argmax, out)
+        ctx.input_shape, ctx.window = input.shape, window
+        return out[0] if input.ndim == 3 else out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        argmax, out = ctx.saved_tensors
+        threads = get_num_threads()
+        grad_out = _contiguous(grad_out.astype(out.dtype, copy=False))
+        grad_pooled = np.empty_like(out)
+        _activation.relu_backward(grad_out.reshape(-1), out.reshape(-1), grad_pooled.reshape(-1), threads)
+        grad_x = np.empty(out.shape[:2] + ctx.input_shape[-2:], dtype=out.dtype)
+        _pooling.max_pool2d_backward(grad_pooled, argmax, grad_x, *ctx.window, threads)
+        return grad_x.reshape(ctx.input_shape), None
 
 
 class ConvReluPool2dFunction(Function):

@@ -239,8 +239,12 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     fused = fusion.fused_max_pool2d(input, kernel, stride, pad, dilation, ceil_mode, return_indices)
     if fused is not None:  # of a conv2d (+ relu) that is not computed yet: one kernel (see fusion.py)
         return fused
+    geometry = (*kernel, *stride, *pad, *dilation, out_h, out_w)
+    fused = fusion.fused_relu_max_pool2d(input, geometry, return_indices)
+    if fused is not None:  # of the relu of a computed conv2d output: relu after pooling (see fusion.py)
+        return fused
     sink = []
-    out = MaxPool2dFunction.apply(input, (*kernel, *stride, *pad, *dilation, out_h, out_w), sink)
+    out = MaxPool2dFunction.apply(input, geometry, sink)
     return (out, Tensor._wrap(sink[0])) if return_indices else out
 
 
