@@ -16,8 +16,8 @@ CNNCY_MALLOC_TUNING=0.
 
 2. numpy arrays whose data starts on a 64-byte boundary (cnncy._aligned, built from
 src/aligned.pyx, says why: unaligned vectors cost the linear head up to 40%).  The same handler
-keeps freed blocks of 64 KiB and more (up to 256 MiB) for the next array of their exact size, so
-that a step's buffers reuse the memory that the same threads wrote the step before.  Applied when
+keeps freed blocks of 64 KiB to 32 MiB (up to 256 MiB in all) for the next array of their exact
+size, so that a step's buffers reuse the memory that the same threads wrote the step before.  Applied when
 cnncy is imported, to numpy's allocation policy of the importing context (numpy keeps it in a
 context variable: other threads keep numpy's default), unless CNNCY_ALIGNED_ARRAYS=0.
 """

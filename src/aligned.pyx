@@ -13,14 +13,15 @@ before or elsewhere are freed by their own).  Each block is over-allocated by 80
 pointer and the size sit just before the aligned start.  calloc stays calloc, so large zeroed arrays
 still come from untouched pages.
 
-Freed blocks of 64 KiB and more are kept (up to 32 blocks and 256 MiB; the oldest go first) and
+Freed blocks of 64 KiB to 32 MiB are kept (up to 32 blocks and 256 MiB; the oldest go first) and
 handed to the next request of exactly their size, newest first.  A training step allocates the
 same buffers in the same order every step, so each layer's output and gradient get the memory
 they had the step before, which the same threads wrote in the same split (the kernels split the
 batch the same way).  From glibc, a buffer could instead land on memory the other core had
 written, and every cache line of it then moved between the cores: SimpleCNN at batch 64, two
 threads, in a phase where this VM's two cores shared no cache: fused forward 122 -> 112 us, linear
-forward 44 -> 37 us, step 511-519 -> 495-504 us (no change when they share one).  release_kept()
+forward 44 -> 37 us, step 511-519 -> 495-504 us (no change when they share one).  Larger blocks
+go back to glibc, which returns them to the system as before (cnncy._memory); release_kept()
 frees the kept blocks.
 """
 from cpython.pycapsule cimport PyCapsule_New
@@ -48,7 +49,8 @@ cdef extern from *:
 
     #define CNNCY_KEEP_MIN_BYTES ((size_t) 64 << 10)
     #define CNNCY_KEEP_SLOTS 32
-    #define CNNCY_KEEP_MAX_BYTES ((size_t) 256 << 20)
+    #define CNNCY_KEEP_MAX_BYTES ((size_t) 256 << 20)  /* all kept blocks together */
+    #define CNNCY_KEEP_MAX_BLOCK ((size_t) 32 << 20)   /* glibc's largest mmap threshold (cnncy._memory) */
 
     /* Freed blocks kept for the next request of the same size, newest last. */
     static void* cnncy_kept_block[CNNCY_KEEP_SLOTS];
@@ -126,7 +128,7 @@ cdef extern from *:
         if (block == NULL)
             return;
         size = ((size_t*) block)[-1];
-        if (size >= CNNCY_KEEP_MIN_BYTES && size <= CNNCY_KEEP_MAX_BYTES) {
+        if (size >= CNNCY_KEEP_MIN_BYTES && size <= CNNCY_KEEP_MAX_BLOCK) {
             cnncy_lock();
             while (cnncy_kept_count > 0 && (cnncy_kept_count == CNNCY_KEEP_SLOTS
                                             || cnncy_kept_bytes + size > CNNCY_KEEP_MAX_BYTES)) {

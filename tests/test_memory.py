@@ -108,3 +108,17 @@ def test_kept_blocks_hold_no_stale_views_and_stay_bounded():
     addresses = {a.ctypes.data for a in fresh}
     assert len(addresses) == 40 and all(address % 64 == 0 for address in addresses)
     _aligned.release_kept()
+
+
+LARGE_BLOCK_CHECK = """
+import numpy as np
+import cnncy
+size = (48 << 20) // 4  # 48 MiB: past the largest kept block
+first = np.empty(size, np.float32); address = first.ctypes.data; del first
+between = np.empty(size + 1024, np.float32)  # glibc (mmap) may hand the memory to anything now
+print(np.empty(size, np.float32).ctypes.data != address or between.ctypes.data == address)
+"""
+
+
+def test_blocks_past_32_mib_go_back_to_glibc():
+    assert run_python(LARGE_BLOCK_CHECK, dict(os.environ)).strip() == "True"
