@@ -155,6 +155,8 @@ cdef bint product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A, P
     LeNet's 400 -> 120 and 120 -> 84 layers a serial part that two threads could not shorten."""
     cdef floating* a_packed = <floating*> malloc(max(packed_a_size(M, K), 1) * sizeof(floating))
     cdef floating* b_rows = NULL
+    cdef const floating* tile_b = B  # what the tiles read as B: B, or its rows made contiguous
+    cdef Py_ssize_t tile_b_row = b_row, tile_b_col = b_col
     cdef int threads = team(M * N * K, num_threads)
     cdef Py_ssize_t tile_rows, tile_cols, row_tiles, col_tiles, tile
     if a_packed == NULL:
@@ -168,25 +170,21 @@ cdef bint product(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating* A, P
         if b_rows == NULL:
             free(a_packed)
             return False
+        tile_b, tile_b_row, tile_b_col = b_rows, N, 1
     tile_shape(<floating*> NULL, M, N, threads, batch_rows, &tile_rows, &tile_cols)
     row_tiles = (M + tile_rows - 1) // tile_rows
     col_tiles = (N + tile_cols - 1) // tile_cols
     if threads == 1:  # no parallel region (one costs ~0.7 us even for one thread)
         prepare_share(0, 1, M, N, K, A, a_row, a_col, B, b_col, a_packed, b_rows)
-        if b_rows != NULL:
-            B, b_row, b_col = b_rows, N, 1
         for tile in range(row_tiles * col_tiles):
-            product_tile(tile, col_tiles, tile_rows, tile_cols, M, N, K, a_packed, B, b_row, b_col, C)
+            product_tile(tile, col_tiles, tile_rows, tile_cols, M, N, K, a_packed, tile_b, tile_b_row, tile_b_col, C)
     else:
         with parallel(num_threads=threads):
             prepare_share(threadid(), cnncy_team_size(), M, N, K, A, a_row, a_col, B, b_col, a_packed, b_rows)
             cnncy_barrier()
-            if b_rows != NULL:
-                for tile in prange(row_tiles * col_tiles, schedule="static"):
-                    product_tile(tile, col_tiles, tile_rows, tile_cols, M, N, K, a_packed, b_rows, N, 1, C)
-            else:
-                for tile in prange(row_tiles * col_tiles, schedule="static"):
-                    product_tile(tile, col_tiles, tile_rows, tile_cols, M, N, K, a_packed, B, b_row, b_col, C)
+            for tile in prange(row_tiles * col_tiles, schedule="static"):
+                product_tile(tile, col_tiles, tile_rows, tile_cols, M, N, K, a_packed, tile_b, tile_b_row,
+                             tile_b_col, C)
     free(a_packed)
     free(b_rows)
     return True
@@ -321,7 +319,6 @@ def linear_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
     cdef bint long_rows = I >= LONG_ROW_FEATURES and not by_rows
     cdef Py_ssize_t nr = packed_cols(<floating*> NULL)
     cdef bint transposed = not by_rows and not long_rows and tile_use(O, N, nr) > tile_use(N, O, nr)
-    cdef Py_ssize_t ld = N
     cdef floating* out_t = NULL
     cdef bint done = True
     if N == 0 or O == 0:
@@ -334,7 +331,7 @@ def linear_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
             raise MemoryError("linear_forward: could not allocate the work buffers")
         return
     if transposed:
-        out_t = <floating*> malloc(O * ld * sizeof(floating))
+        out_t = <floating*> malloc(O * N * sizeof(floating))
         if out_t == NULL:
             raise MemoryError("linear_forward: could not allocate the output buffer")
     with nogil:
@@ -347,7 +344,7 @@ def linear_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
         if transposed and done:
             for n in range(N):
                 for o in range(O):
-                    out[n, o] = out_t[o * ld + n]
+                    out[n, o] = out_t[o * N + n]
         if bias is not None:
             for n in range(N):
                 for o in range(O):
