@@ -9,7 +9,7 @@ thread count.
 from cython cimport floating
 from cython.parallel cimport prange
 
-from softmax_core cimport exp_, log_softmax_row, softmax_row
+from softmax_core cimport exp_scaled, log_softmax_row, softmax_row
 from team_size cimport team_size
 
 # The elementwise kernels go parallel from two chunks of this many elements on.
@@ -97,8 +97,7 @@ cdef inline void softmax_backward_row(const floating* grad_out, const floating* 
     if log:
         for j in range(n):
             total = total + grad_out[j]
-        for j in range(n):
-            grad_x[j] = grad_out[j] - exp_(out[j]) * total
+        exp_scaled(grad_out, out, total, grad_x, n)
     else:
         for j in range(n):
             total = total + grad_out[j] * out[j]

@@ -12,7 +12,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t
 
-from softmax_core cimport exp_, log_softmax_row
+from softmax_core cimport exp_scaled, log_softmax_row
 from team_size cimport team_size
 
 cdef enum:
@@ -163,9 +163,7 @@ def cross_entropy_backward(const floating[:, ::1] log_probs, const int64_t[::1] 
 
 cdef inline void softmax_minus_onehot(const floating* log_probs, int64_t t, Py_ssize_t cols,
                                       int64_t ignore_index, floating g, floating* grad) noexcept nogil:
-    cdef Py_ssize_t j
-    for j in range(cols):
-        grad[j] = exp_(log_probs[j]) * g
+    exp_scaled(NULL, log_probs, g, grad, cols)
     if t != ignore_index:
         grad[t] = grad[t] - g
 

@@ -124,6 +124,65 @@ def test_nan_and_infinities_propagate_like_torch(dtype, op):
     assert_close(out, getattr(torch.nn.functional, op)(to_torch(x), dim=1))
 
 
+def wide_range_rows(dtype):
+    """Rows whose entries run from their maximum down to 110 below it (and -inf): exp of the
+    shifted entries spans 1, the denormals and 0, every row with a different spread of offsets."""
+    offsets = -np.concatenate([np.linspace(0, 110, 4000), np.geomspace(1e-8, 1e-1, 95), [np.inf]])
+    rows = np.random.default_rng(7).permutation(offsets).reshape(256, 16)
+    rows[:, 0] = 0.0  # each row's maximum
+    return np.asarray(rows + np.arange(256)[:, None] * 0.37, dtype=dtype)
+
+
+def softmax_reference(x):
+    """(entries minus their row maximum, softmax) of rows of x: the subtraction in x's dtype, as
+    every softmax kernel rounds it (torch's too), the rest in float64."""
+    shifted = (x - x.max(axis=1, keepdims=True)).astype(np.float64)
+    exps = np.exp(shifted)
+    return shifted, exps / exps.sum(axis=1, keepdims=True)
+
+
+def assert_softmax_accurate(actual, expected, dtype):
+    """Each entry within a few units in its last place (float64 expected values); denormal ones
+    within a few units of the smallest denormal, so a sloppy exp anywhere in its range fails."""
+    eps, tiny = np.finfo(dtype).eps, np.finfo(dtype).tiny
+    normal = expected >= tiny
+    assert (np.abs(actual[normal] - expected[normal]) / expected[normal]).max() < 32 * eps
+    assert np.abs(actual[~normal] - expected[~normal]).max(initial=0) <= 4 * tiny * eps
+
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+def test_exponentials_are_accurate_entry_by_entry_across_their_range(dtype, op):
+    # The float32 kernels compute exp with their own vector code: each entry is checked against a
+    # float64 reference on its own scale (assert_close would judge tiny entries at the scale of
+    # the largest), as well as against torch.
+    x = wide_range_rows(dtype)
+    out = getattr(F, op)(cnncy.tensor(x), dim=1).numpy().astype(np.float64)
+    shifted, softmax = softmax_reference(x)
+    if op == "softmax":
+        assert_softmax_accurate(out, softmax, dtype)
+    else:  # exp enters only through log(sum(exp)): an error there shifts a whole row
+        expected = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        finite = np.isfinite(expected)
+        assert np.array_equal(out[~finite], expected[~finite])
+        error = np.abs(out[finite] - expected[finite]) / np.maximum(1, np.abs(expected[finite]))
+        assert error.max() < 8 * np.finfo(dtype).eps
+    assert_close(getattr(F, op)(cnncy.tensor(x), dim=1), getattr(torch.nn.functional, op)(to_torch(x), dim=1))
+
+
+def test_log_softmax_gradient_is_accurate_across_its_range(dtype):
+    # Its backward takes exp of the saved output (down to -110 here): grad - exp(out) * sum(grad).
+    x = wide_range_rows(dtype)
+    grad = np.random.default_rng(8).standard_normal(x.shape).astype(dtype)
+    t = cnncy.tensor(x, requires_grad=True)
+    F.log_softmax(t, dim=1).backward(cnncy.tensor(grad))
+    _, softmax = softmax_reference(x)
+    expected = grad - softmax * grad.astype(np.float64).sum(axis=1, keepdims=True)
+    assert np.abs(t.grad.numpy() - expected).max() <= 32 * np.finfo(dtype).eps * np.abs(grad).max()
+    theirs = to_torch(x, requires_grad=True)
+    torch.nn.functional.log_softmax(theirs, dim=1).backward(to_torch(grad))
+    assert_close(t.grad, theirs.grad)
+
+
 @pytest.mark.parametrize("op", ["softmax", "log_softmax"])
 @pytest.mark.parametrize("dim", [0, 1, 2])
 def test_softmax_gradients_match_finite_differences(rng, op, dim):

@@ -58,6 +58,34 @@ def test_cross_entropy_matches_torch(rng, dtype, shape, reduction, weighted, ign
                               reduction=reduction)
 
 
+def test_cross_entropy_gradient_is_accurate_entry_by_entry_across_its_range(dtype):
+    # The gradient is softmax - onehot, and its softmax takes exp of log-probabilities from 0 down
+    # to -110 here (the denormals, and 0).  The float32 kernels compute exp with their own vector
+    # code: each entry is checked on its own scale against a float64 reference, and against torch.
+    offsets = -np.concatenate([np.linspace(0, 110, 4000), np.geomspace(1e-8, 1e-1, 96)])
+    logits = np.random.default_rng(9).permutation(offsets).reshape(256, 16).astype(dtype)
+    target = np.arange(256) % 16
+    x = cnncy.tensor(logits, requires_grad=True)
+    F.cross_entropy(x, cnncy.tensor(target), reduction="sum").backward()
+    exps = np.exp((logits - logits.max(axis=1, keepdims=True)).astype(np.float64))
+    softmax = exps / exps.sum(axis=1, keepdims=True)
+    grad = x.grad.numpy().astype(np.float64)
+    eps, tiny = np.finfo(dtype).eps, np.finfo(dtype).tiny
+    is_target = np.zeros(logits.shape, dtype=bool)
+    is_target[np.arange(256), target] = True
+    # softmax - 1 at the targets: its error is on the scale of 1.
+    assert np.abs(grad[is_target] - (softmax[is_target] - 1)).max() < 32 * eps
+    # Elsewhere exp(log-probability): the log-probability's rounding, up to about |log p| units
+    # of eps, comes out of exp as a relative error of that size.
+    # Denormal results get the same relative error plus a few units of the smallest denormal.
+    others = ~is_target & (softmax > 0)
+    error = np.abs(grad[others] - softmax[others])
+    allowed = 4 * eps * (2 + np.abs(np.log(softmax[others]))) * softmax[others] + 4 * tiny * eps
+    assert (error <= allowed).all()
+    assert (grad[~is_target & (softmax == 0)] == 0).all()
+    assert_loss_matches_torch("cross_entropy", logits, target, reduction="sum")
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("weighted", [False, True])
