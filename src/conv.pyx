@@ -21,13 +21,18 @@ chunk sums into its own buffer, and the buffers are added in chunk order, so the
 depend on the thread count.  Forward and input gradient run in parallel over images.  The Python
 layer validates shapes and hands in C-contiguous arrays.
 """
+cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
+from arrays cimport array_arg, data, dim, float64_call, numpy_type, optional_arg, same_shape, shape_error
+
 from gemm cimport (GEMM_MR, GEMM_PACKED_VECTORS, GEMM_ROWS_MR, col2im_panel, copy_rows, gemm, lanes,
                    pack_a, packed_a_size, packed_cols, round_up, tile_packed, tile_rows, transpose)
+
+cnp.import_array()
 
 # Below this many multiply-adds (a few microseconds) a parallel region costs more than it saves.
 cdef Py_ssize_t PARALLEL_MIN_WORK = 1 << 20
@@ -181,13 +186,38 @@ cdef void col_transfer(floating* padded, floating* col, const Geometry* g, bint 
 
 
 # ------------------------------------------------------------------ forward
-def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
-                   const floating[::1] bias, floating[:, :, :, ::1] out,
-                   int stride_h, int stride_w, int pad_h, int pad_w, int num_threads):
-    """out = conv2d(x, weight, bias); bias may be None."""
-    cdef Geometry g = make_geometry(x.shape[1], x.shape[2], x.shape[3], weight.shape[2], weight.shape[3],
-                                    out.shape[2], out.shape[3], stride_h, stride_w, pad_h, pad_w)
-    cdef Py_ssize_t N = x.shape[0], O = weight.shape[0]
+def conv2d_forward(x, weight, bias, out, int stride_h, int stride_w, int pad_h, int pad_w, int num_threads):
+    """out = conv2d(x, weight, bias) for x [N, C, H, W], weight [O, C, KH, KW], bias [O] or None,
+    out [N, O, OH, OW]."""
+    if float64_call(x, "conv2d_forward"):
+        forward_as(<double> 0, x, weight, bias, out, stride_h, stride_w, pad_h, pad_w, num_threads)
+    else:
+        forward_as(<float> 0, x, weight, bias, out, stride_h, stride_w, pad_h, pad_w, num_threads)
+
+
+cdef int check_conv_shapes(cnp.ndarray x, cnp.ndarray weight, cnp.ndarray bias, cnp.ndarray out, str op) except -1:
+    """Channels and batch agree (the geometry itself is validated in Python); bias may be None."""
+    if (dim(weight, 1) != dim(x, 1) or dim(out, 0) != dim(x, 0) or dim(out, 1) != dim(weight, 0)
+            or (bias is not None and dim(bias, 0) != dim(weight, 0))):
+        shape_error(op, (("x", x), ("weight", weight), ("bias", bias), ("out", out)))
+    return 0
+
+
+cdef forward_as(floating kind, x_array, weight_array, bias_array, out_array, int stride_h, int stride_w,
+                int pad_h, int pad_w, int num_threads):
+    cdef int typenum = numpy_type(kind)
+    cdef cnp.ndarray xa = array_arg(x_array, typenum, 4, False, "conv2d_forward", "x")
+    cdef cnp.ndarray wa = array_arg(weight_array, typenum, 4, False, "conv2d_forward", "weight")
+    cdef cnp.ndarray ba = optional_arg(bias_array, typenum, 1, False, "conv2d_forward", "bias")
+    cdef cnp.ndarray oa = array_arg(out_array, typenum, 4, True, "conv2d_forward", "out")
+    check_conv_shapes(xa, wa, ba, oa, "conv2d_forward")
+    cdef Geometry g = make_geometry(dim(xa, 1), dim(xa, 2), dim(xa, 3), dim(wa, 2), dim(wa, 3), dim(oa, 2),
+                                    dim(oa, 3), stride_h, stride_w, pad_h, pad_w)
+    cdef Py_ssize_t N = dim(xa, 0), O = dim(wa, 0)
+    cdef const floating* x = <const floating*> data(xa)
+    cdef const floating* weight = <const floating*> data(wa)
+    cdef const floating* bias = <const floating*> data(ba)
+    cdef floating* out = <floating*> data(oa)
     cdef Py_ssize_t padded_o = round_up(O, GEMM_MR)
     cdef int threads = choose_threads(N * O * g.K * g.P, num_threads)
     cdef floating* packed_weight
@@ -202,18 +232,18 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     offsets = <Py_ssize_t*> malloc(max(g.K, 1) * sizeof(Py_ssize_t))
     failed = packed_weight == NULL or padded_bias == NULL or offsets == NULL
     if not failed:
-        pack_a(O, g.K, &weight[0, 0, 0, 0], g.K, 1, packed_weight)
-        if bias is not None:
+        pack_a(O, g.K, weight, g.K, 1, packed_weight)
+        if bias != NULL:
             for o in range(O):
                 padded_bias[o] = bias[o]
         tap_offsets(g.C, g.Hp, g.Wp, g.KH, g.KW, offsets)
         with nogil:
             if unit_stride(&g):
-                failed = forward_shifted(&x[0, 0, 0, 0], packed_weight, padded_bias if bias is not None else NULL,
-                                         offsets, &out[0, 0, 0, 0], N, O, &g, threads)
+                failed = forward_shifted(x, packed_weight, padded_bias if bias != NULL else NULL, offsets, out, N, O,
+                                         &g, threads)
             else:
-                failed = forward_im2col(&x[0, 0, 0, 0], packed_weight, padded_bias if bias is not None else NULL,
-                                        &out[0, 0, 0, 0], N, O, &g, threads)
+                failed = forward_im2col(x, packed_weight, padded_bias if bias != NULL else NULL, out, N, O, &g,
+                                        threads)
     free_buffer(packed_weight)
     free_buffer(padded_bias)
     free(offsets)
@@ -368,20 +398,45 @@ cdef void input_grad_image(const floating* grad_out, floating* work, floating* g
         crop_image(padded, grad_x, g)
 
 
-def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] weight,
-                    const floating[:, :, :, ::1] grad_out, floating[:, :, :, ::1] grad_x,
-                    floating[:, :, :, ::1] grad_weight, floating[::1] grad_bias,
-                    int stride_h, int stride_w, int pad_h, int pad_w, int num_threads):
-    """Write the gradients of conv2d; grad_x and grad_bias may be None (not wanted)."""
-    cdef Geometry g = make_geometry(x.shape[1], x.shape[2], x.shape[3], weight.shape[2], weight.shape[3],
-                                    grad_out.shape[2], grad_out.shape[3], stride_h, stride_w, pad_h, pad_w)
-    cdef Py_ssize_t N = x.shape[0], O = weight.shape[0]
+def conv2d_backward(x, weight, grad_out, grad_x, grad_weight, grad_bias, int stride_h, int stride_w, int pad_h,
+                    int pad_w, int num_threads):
+    """Write the gradients of conv2d (shapes as conv2d_forward's); grad_x and grad_bias may be None
+    (not wanted)."""
+    if float64_call(x, "conv2d_backward"):
+        backward_as(<double> 0, x, weight, grad_out, grad_x, grad_weight, grad_bias, stride_h, stride_w, pad_h,
+                    pad_w, num_threads)
+    else:
+        backward_as(<float> 0, x, weight, grad_out, grad_x, grad_weight, grad_bias, stride_h, stride_w, pad_h,
+                    pad_w, num_threads)
+
+
+cdef backward_as(floating kind, x_array, weight_array, grad_out_array, grad_x_array, grad_weight_array,
+                 grad_bias_array, int stride_h, int stride_w, int pad_h, int pad_w, int num_threads):
+    cdef int typenum = numpy_type(kind)
+    cdef cnp.ndarray xa = array_arg(x_array, typenum, 4, False, "conv2d_backward", "x")
+    cdef cnp.ndarray wa = array_arg(weight_array, typenum, 4, False, "conv2d_backward", "weight")
+    cdef cnp.ndarray ga = array_arg(grad_out_array, typenum, 4, False, "conv2d_backward", "grad_out")
+    cdef cnp.ndarray gxa = optional_arg(grad_x_array, typenum, 4, True, "conv2d_backward", "grad_x")
+    cdef cnp.ndarray gwa = array_arg(grad_weight_array, typenum, 4, True, "conv2d_backward", "grad_weight")
+    cdef cnp.ndarray gba = optional_arg(grad_bias_array, typenum, 1, True, "conv2d_backward", "grad_bias")
+    check_conv_shapes(xa, wa, gba, ga, "conv2d_backward")
+    if (gxa is not None and not same_shape(gxa, xa)) or not same_shape(gwa, wa):
+        shape_error("conv2d_backward", (("x", xa), ("weight", wa), ("grad_x", gxa), ("grad_weight", gwa)))
+    cdef Geometry g = make_geometry(dim(xa, 1), dim(xa, 2), dim(xa, 3), dim(wa, 2), dim(wa, 3), dim(ga, 2),
+                                    dim(ga, 3), stride_h, stride_w, pad_h, pad_w)
+    cdef Py_ssize_t N = dim(xa, 0), O = dim(wa, 0)
+    cdef const floating* x = <const floating*> data(xa)
+    cdef const floating* weight = <const floating*> data(wa)
+    cdef const floating* grad_out = <const floating*> data(ga)
+    cdef floating* grad_x = <floating*> data(gxa)
+    cdef floating* grad_weight = <floating*> data(gwa)
+    cdef floating* grad_bias = <floating*> data(gba)
     # Per chunk, the weight gradient is summed transposed, [taps][out channels], padded to whole tiles.
     cdef Py_ssize_t sum_rows = round_up(g.K, GEMM_ROWS_MR)
     cdef Py_ssize_t sum_cols = round_up(O, lanes(<floating*> NULL))
     cdef Py_ssize_t chunk_count = min(N, MAX_BATCH_CHUNKS)
     cdef Py_ssize_t chunk_size = (N + chunk_count - 1) // chunk_count if chunk_count else 0
-    cdef int threads = choose_threads(N * O * g.K * g.P * (2 if grad_x is not None else 1), num_threads)
+    cdef int threads = choose_threads(N * O * g.K * g.P * (2 if grad_x != NULL else 1), num_threads)
     cdef InputGrad q
     cdef Py_ssize_t* row_offsets = NULL
     cdef floating* sums = NULL
@@ -390,14 +445,14 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
     cdef bint failed
 
     if chunk_count == 0 or O == 0 or g.P == 0:  # empty sums (otherwise every entry is written below)
-        grad_weight[...] = 0
-        if grad_bias is not None:
-            grad_bias[...] = 0
-        if grad_x is not None:
-            grad_x[...] = 0
+        memset(grad_weight, 0, O * g.K * sizeof(floating))
+        if grad_bias != NULL:
+            memset(grad_bias, 0, O * sizeof(floating))
+        if grad_x != NULL:
+            memset(grad_x, 0, N * g.C * g.H * g.W * sizeof(floating))
         return
     chunk_count = (N + chunk_size - 1) // chunk_size
-    q.wanted = grad_x is not None
+    q.wanted = grad_x != NULL
     q.packed_weight, q.grad_offsets, q.row_offsets = NULL, NULL, NULL
     # Each chunk's thread zeroes its sums (backward_chunks): no serial pass over all of them.
     sums = <floating*> aligned_buffer(chunk_count * sum_rows * sum_cols, sizeof(floating), False)
@@ -405,22 +460,20 @@ def conv2d_backward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1]
     # The taps of the padded image are the rows of the weight-gradient product; rows past K repeat tap 0.
     row_offsets = <Py_ssize_t*> malloc(max(sum_rows, 1) * sizeof(Py_ssize_t))
     failed = (sums == NULL or bias_sums == NULL or row_offsets == NULL
-              or (q.wanted and not plan_input_grad(&q, &weight[0, 0, 0, 0], O, &g)))
+              or (q.wanted and not plan_input_grad(&q, weight, O, &g)))
     if not failed:
         tap_offsets(g.C, g.Hp, g.Wp, g.KH, g.KW, row_offsets)
         for r in range(g.K, sum_rows):
             row_offsets[r] = 0
         with nogil:
-            failed = backward_chunks(&x[0, 0, 0, 0], &grad_out[0, 0, 0, 0],
-                                     &grad_x[0, 0, 0, 0] if q.wanted else NULL, row_offsets, sums,
-                                     bias_sums, sum_rows, sum_cols, chunk_count, chunk_size, N, O, &g,
-                                     &q, threads)
+            failed = backward_chunks(x, grad_out, grad_x, row_offsets, sums, bias_sums, sum_rows, sum_cols,
+                                     chunk_count, chunk_size, N, O, &g, &q, threads)
     if not failed:
         with nogil:
             add_chunks(sums, chunk_count, g.K, sum_rows * sum_cols, sum_cols, threads)
         add_chunks(bias_sums, chunk_count, 1, sum_cols, sum_cols, 1)
-        transpose(sums, g.K, O, sum_cols, &grad_weight[0, 0, 0, 0], g.K)
-        if grad_bias is not None:
+        transpose(sums, g.K, O, sum_cols, grad_weight, g.K)
+        if grad_bias != NULL:
             for o in range(O):
                 grad_bias[o] = bias_sums[o]
     free_buffer(sums)

@@ -29,12 +29,18 @@ buffer and the buffers are added in chunk order, so the result does not depend
 on the thread count.  The input gradient (when wanted) is the transposed
 convolution of the spread gradient, per image.
 """
+cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.float cimport DBL_MAX, FLT_MAX
 from libc.math cimport INFINITY, fabs
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
+
+from arrays cimport (array_arg, data, dim, float64_call, numpy_type, optional_arg, same_shape, shape_error,
+                    shape_of)
+
+cnp.import_array()
 
 cdef extern from "fused_blocks.h":
     enum:
@@ -134,23 +140,23 @@ cdef Plan make_plan(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t O, Py_s
     return p
 
 
-cdef Plan plan_for(floating[:, :, :, ::1] x, floating[:, :, :, ::1] weight, floating[:, :, :, ::1] out,
-                   signed char[:, :, :, ::1] argmax, int pad_h, int pad_w, int pool_h, int pool_w, str op):
-    """The plan of a call, after checking that its shapes are consistent (the kernels trust them)."""
-    cdef Py_ssize_t OH = x.shape[2] + 2 * pad_h - weight.shape[2] + 1
-    cdef Py_ssize_t OW = x.shape[3] + 2 * pad_w - weight.shape[3] + 1
-    cdef Plan p = make_plan(x.shape[1], x.shape[2], x.shape[3], weight.shape[0], weight.shape[2],
-                            weight.shape[3], pad_h, pad_w, pool_h, pool_w, out.shape[2], out.shape[3],
-                            BLOCK_BYTES // sizeof(floating))
-    if (weight.shape[1] != x.shape[1] or out.shape[0] != x.shape[0] or out.shape[1] != weight.shape[0]
+cdef Plan plan_for(floating kind, cnp.ndarray x, cnp.ndarray weight, cnp.ndarray bias, cnp.ndarray out,
+                   cnp.ndarray argmax, int pad_h, int pad_w, int pool_h, int pool_w, str op):
+    """The plan of a call, after checking that its shapes are consistent (the kernels trust them).
+    out: the pooled output (or its gradient); bias and argmax may be None."""
+    cdef Py_ssize_t OH = dim(x, 2) + 2 * pad_h - dim(weight, 2) + 1
+    cdef Py_ssize_t OW = dim(x, 3) + 2 * pad_w - dim(weight, 3) + 1
+    cdef Plan p = make_plan(dim(x, 1), dim(x, 2), dim(x, 3), dim(weight, 0), dim(weight, 2), dim(weight, 3),
+                            pad_h, pad_w, pool_h, pool_w, dim(out, 2), dim(out, 3), BLOCK_BYTES // sizeof(floating))
+    if (dim(weight, 1) != dim(x, 1) or dim(out, 0) != dim(x, 0) or dim(out, 1) != dim(weight, 0)
+            or (bias is not None and dim(bias, 0) != p.O)
             or pad_h < 0 or pad_w < 0 or pool_h < 1 or pool_w < 1 or pool_h * pool_w > MAX_WINDOW
-            or p.PH * pool_h > OH or p.PW * pool_w > OW or weight.shape[2] < 1 or weight.shape[3] < 1
-            or (argmax is not None and (argmax.shape[0] != out.shape[0] or argmax.shape[1] != p.O
-                                        or argmax.shape[2] != p.PH or argmax.shape[3] != p.argmax_width))):
-        raise ValueError(f"{op}: inconsistent shapes: input {[x.shape[d] for d in range(4)]}, weight "
-                         f"{[weight.shape[d] for d in range(4)]}, pooled {[out.shape[d] for d in range(4)]}, "
-                         f"argmax {None if argmax is None else [argmax.shape[d] for d in range(4)]}, "
-                         f"padding {(pad_h, pad_w)}, pool {(pool_h, pool_w)}")
+            or p.PH * pool_h > OH or p.PW * pool_w > OW or dim(weight, 2) < 1 or dim(weight, 3) < 1
+            or (argmax is not None and (dim(argmax, 0) != dim(out, 0) or dim(argmax, 1) != p.O
+                                        or dim(argmax, 2) != p.PH or dim(argmax, 3) != p.argmax_width))):
+        raise ValueError(f"{op}: inconsistent shapes: input {shape_of(x)}, weight {shape_of(weight)}, bias "
+                         f"{shape_of(bias)}, pooled {shape_of(out)}, argmax {shape_of(argmax)}, padding "
+                         f"{(pad_h, pad_w)}, pool {(pool_h, pool_w)}")
     return p
 
 
@@ -361,21 +367,39 @@ cdef int forward_items(const floating* x, Py_ssize_t first, Py_ssize_t end, cons
     return 0
 
 
-def conv_relu_pool_forward(floating[:, :, :, ::1] x, floating[:, :, :, ::1] weight, floating[::1] bias,
-                           floating[:, :, :, ::1] out, signed char[:, :, :, ::1] argmax,
-                           int pad_h, int pad_w, int pool_h, int pool_w, bint relu, int num_threads):
+def conv_relu_pool_forward(x, weight, bias, out, argmax, int pad_h, int pad_w, int pool_h, int pool_w, bint relu,
+                           int num_threads):
     """out = max_pool2d(relu(conv2d(x, weight, bias, padding=(pad_h, pad_w))), (pool_h, pool_w)).
 
-    relu=False skips the ReLU.  bias may be None.  argmax (shaped argmax_shape(out.shape, itemsize))
-    receives each window's winning position (row-major within the window), -1 where ReLU blocks the
-    gradient; pass None for inference."""
-    cdef Plan p = plan_for(x, weight, out, argmax, pad_h, pad_w, pool_h, pool_w, "conv_relu_pool_forward")
-    cdef Py_ssize_t N = x.shape[0], part
+    x [N, C, H, W], weight [O, C, KH, KW], bias [O] or None, out [N, O, PH, PW].  relu=False skips
+    the ReLU.  argmax (int8, shaped argmax_shape(out.shape, itemsize)) receives each window's
+    winning position (row-major within the window), -1 where ReLU blocks the gradient; pass None
+    for inference."""
+    if float64_call(x, "conv_relu_pool_forward"):
+        forward_as(<double> 0, x, weight, bias, out, argmax, pad_h, pad_w, pool_h, pool_w, relu, num_threads)
+    else:
+        forward_as(<float> 0, x, weight, bias, out, argmax, pad_h, pad_w, pool_h, pool_w, relu, num_threads)
+
+
+cdef forward_as(floating kind, x_array, weight_array, bias_array, out_array, argmax_array, int pad_h, int pad_w,
+                int pool_h, int pool_w, bint relu, int num_threads):
+    cdef int typenum = numpy_type(kind)
+    cdef str op = "conv_relu_pool_forward"
+    cdef cnp.ndarray xa = array_arg(x_array, typenum, 4, False, op, "x")
+    cdef cnp.ndarray wa = array_arg(weight_array, typenum, 4, False, op, "weight")
+    cdef cnp.ndarray ba = optional_arg(bias_array, typenum, 1, False, op, "bias")
+    cdef cnp.ndarray oa = array_arg(out_array, typenum, 4, True, op, "out")
+    cdef cnp.ndarray aa = optional_arg(argmax_array, cnp.NPY_INT8, 4, True, op, "argmax")
+    cdef Plan p = plan_for(kind, xa, wa, ba, oa, aa, pad_h, pad_w, pool_h, pool_w, op)
+    cdef const floating* x = <const floating*> data(xa)
+    cdef const floating* weight = <const floating*> data(wa)
+    cdef const floating* bias_data = <const floating*> data(ba)
+    cdef floating* out = <floating*> data(oa)
+    cdef signed char* argmax_data = <signed char*> data(aa)
+    cdef Py_ssize_t N = dim(xa, 0), part
     cdef Py_ssize_t channel_blocks = (p.O + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK
     cdef Py_ssize_t items = N * channel_blocks
     cdef int threads = choose_threads(N * p.O * p.K * p.PH * p.PW * p.window, items, num_threads)
-    cdef const floating* bias_data = NULL if bias is None else &bias[0]
-    cdef signed char* argmax_data = NULL if argmax is None else &argmax[0, 0, 0, 0]
     cdef Py_ssize_t* taps
     cdef floating* packed_weight
     cdef floating* packed_bias
@@ -391,17 +415,16 @@ def conv_relu_pool_forward(floating[:, :, :, ::1] x, floating[:, :, :, ::1] weig
         failed = 1
     else:
         fill_taps(&p, taps)
-        pack_weights(&weight[0, 0, 0, 0], bias_data, &p, packed_weight, packed_bias)
-        output_bounds(&weight[0, 0, 0, 0], bias_data, &p, &weight_bound, &bias_bound)
+        pack_weights(weight, bias_data, &p, packed_weight, packed_bias)
+        output_bounds(weight, bias_data, &p, &weight_bound, &bias_bound)
         if threads == 1:  # no parallel region for small work
             with nogil:
-                failed = forward_items(&x[0, 0, 0, 0], 0, items, taps, packed_weight, packed_bias, &p,
-                                       weight_bound, bias_bound, &out[0, 0, 0, 0], argmax_data, relu)
+                failed = forward_items(x, 0, items, taps, packed_weight, packed_bias, &p, weight_bound, bias_bound,
+                                       out, argmax_data, relu)
         else:
             for part in prange(threads, nogil=True, schedule="static", num_threads=threads):
-                if forward_items(&x[0, 0, 0, 0], part * items // threads, (part + 1) * items // threads, taps,
-                                  packed_weight, packed_bias, &p, weight_bound, bias_bound, &out[0, 0, 0, 0],
-                                  argmax_data, relu):
+                if forward_items(x, part * items // threads, (part + 1) * items // threads, taps, packed_weight,
+                                 packed_bias, &p, weight_bound, bias_bound, out, argmax_data, relu):
                     failed_flag[0] = 1
     free(taps)
     free(packed_weight)
@@ -611,22 +634,46 @@ cdef int backward_items(const floating* x, const floating* grad_out, const signe
     return 0
 
 
-def conv_relu_pool_backward(floating[:, :, :, ::1] x, floating[:, :, :, ::1] weight,
-                            floating[:, :, :, ::1] grad_out, signed char[:, :, :, ::1] argmax not None,
-                            floating[:, :, :, ::1] grad_x, floating[:, :, :, ::1] grad_weight,
-                            floating[::1] grad_bias, int pad_h, int pad_w, int pool_h, int pool_w,
-                            int num_threads):
-    """Write the gradients of conv_relu_pool_forward from grad_out and the forward's argmax.
+def conv_relu_pool_backward(x, weight, grad_out, argmax, grad_x, grad_weight, grad_bias, int pad_h, int pad_w,
+                            int pool_h, int pool_w, int num_threads):
+    """Write the gradients of conv_relu_pool_forward from grad_out (shaped as its out) and the
+    forward's argmax.
 
     Any of grad_x, grad_weight, grad_bias may be None (not wanted)."""
-    cdef Plan p = plan_for(x, weight, grad_out, argmax, pad_h, pad_w, pool_h, pool_w, "conv_relu_pool_backward")
-    cdef Py_ssize_t N = x.shape[0]
+    if float64_call(x, "conv_relu_pool_backward"):
+        backward_as(<double> 0, x, weight, grad_out, argmax, grad_x, grad_weight, grad_bias, pad_h, pad_w, pool_h,
+                    pool_w, num_threads)
+    else:
+        backward_as(<float> 0, x, weight, grad_out, argmax, grad_x, grad_weight, grad_bias, pad_h, pad_w, pool_h,
+                    pool_w, num_threads)
+
+
+cdef backward_as(floating kind, x_array, weight_array, grad_out_array, argmax_array, grad_x_array,
+                 grad_weight_array, grad_bias_array, int pad_h, int pad_w, int pool_h, int pool_w, int num_threads):
+    cdef int typenum = numpy_type(kind)
+    cdef str op = "conv_relu_pool_backward"
+    cdef cnp.ndarray xa = array_arg(x_array, typenum, 4, False, op, "x")
+    cdef cnp.ndarray wa = array_arg(weight_array, typenum, 4, False, op, "weight")
+    cdef cnp.ndarray ga = array_arg(grad_out_array, typenum, 4, False, op, "grad_out")
+    cdef cnp.ndarray aa = array_arg(argmax_array, cnp.NPY_INT8, 4, False, op, "argmax")
+    cdef cnp.ndarray gxa = optional_arg(grad_x_array, typenum, 4, True, op, "grad_x")
+    cdef cnp.ndarray gwa = optional_arg(grad_weight_array, typenum, 4, True, op, "grad_weight")
+    cdef cnp.ndarray gba = optional_arg(grad_bias_array, typenum, 1, True, op, "grad_bias")
+    cdef Plan p = plan_for(kind, xa, wa, gba, ga, aa, pad_h, pad_w, pool_h, pool_w, op)
+    cdef Py_ssize_t N = dim(xa, 0)
+    if (gxa is not None and not same_shape(gxa, xa)) or (gwa is not None and not same_shape(gwa, wa)):
+        shape_error(op, (("x", xa), ("weight", wa), ("grad_x", gxa), ("grad_weight", gwa)))
+    cdef const floating* x = <const floating*> data(xa)
+    cdef const floating* grad_out = <const floating*> data(ga)
+    cdef const signed char* argmax = <const signed char*> data(aa)
+    cdef floating* grad_weight_data = <floating*> data(gwa)
+    cdef floating* grad_bias_data = <floating*> data(gba)
     cdef Py_ssize_t chunk_count = min(N, MAX_BATCH_CHUNKS)
     cdef Py_ssize_t chunk_size = (N + chunk_count - 1) // chunk_count if chunk_count else 0
-    cdef bint want_x = grad_x is not None
-    cdef bint want_weight = grad_weight is not None
-    cdef bint want_bias = grad_bias is not None
-    cdef floating* grad_x_data = &grad_x[0, 0, 0, 0] if want_x else NULL
+    cdef floating* grad_x_data = <floating*> data(gxa)
+    cdef bint want_x = grad_x_data != NULL
+    cdef bint want_weight = grad_weight_data != NULL
+    cdef bint want_bias = grad_bias_data != NULL
     cdef int threads
     cdef int failed = 0
     cdef int* failed_flag = &failed
@@ -638,11 +685,11 @@ def conv_relu_pool_backward(floating[:, :, :, ::1] x, floating[:, :, :, ::1] wei
 
     if chunk_count == 0 or p.O * p.PH * p.PW == 0 or not (want_x or want_weight or want_bias):
         if want_weight:
-            grad_weight[...] = 0
+            memset(grad_weight_data, 0, p.O * p.K * sizeof(floating))
         if want_bias:
-            grad_bias[...] = 0
+            memset(grad_bias_data, 0, p.O * sizeof(floating))
         if want_x:
-            grad_x[...] = 0
+            memset(grad_x_data, 0, N * p.C * p.H * p.W * sizeof(floating))
         return
     chunk_count = (N + chunk_size - 1) // chunk_size
     # Without an input gradient the work splits by (chunk, channel group) items; with one, by chunks
@@ -657,33 +704,33 @@ def conv_relu_pool_backward(floating[:, :, :, ::1] x, floating[:, :, :, ::1] wei
         failed = 1
     else:
         fill_taps(&p, taps)
-        transpose_weights(&weight[0, 0, 0, 0], &p, weight_t)
+        transpose_weights(<const floating*> data(wa), &p, weight_t)
         if not want_x and threads == 1:  # no parallel region for small work
             with nogil:
-                failed = backward_items(&x[0, 0, 0, 0], &grad_out[0, 0, 0, 0], &argmax[0, 0, 0, 0], N, chunk_size,
+                failed = backward_items(x, grad_out, argmax, N, chunk_size,
                                         0, items, taps, &p, want_weight, weight_sums, bias_sums)
         elif not want_x:
             for part in prange(threads, nogil=True, schedule="static", num_threads=threads):
-                if backward_items(&x[0, 0, 0, 0], &grad_out[0, 0, 0, 0], &argmax[0, 0, 0, 0], N, chunk_size,
+                if backward_items(x, grad_out, argmax, N, chunk_size,
                                   part * items // threads, (part + 1) * items // threads, taps, &p, want_weight,
                                   weight_sums, bias_sums):
                     failed_flag[0] = 1
         elif threads == 1:  # no parallel region for small work
             with nogil:
-                failed = backward_chunks(&x[0, 0, 0, 0], &grad_out[0, 0, 0, 0], &argmax[0, 0, 0, 0], N, chunk_size,
+                failed = backward_chunks(x, grad_out, argmax, N, chunk_size,
                                          0, chunk_count, taps, weight_t, &p, want_weight, grad_x_data,
                                          weight_sums, bias_sums)
         else:
             for part in prange(threads, nogil=True, schedule="static", num_threads=threads):
-                if backward_chunks(&x[0, 0, 0, 0], &grad_out[0, 0, 0, 0], &argmax[0, 0, 0, 0], N, chunk_size,
+                if backward_chunks(x, grad_out, argmax, N, chunk_size,
                                    part * chunk_count // threads, (part + 1) * chunk_count // threads, taps,
                                    weight_t, &p, want_weight, grad_x_data, weight_sums, bias_sums):
                     failed_flag[0] = 1
         if not failed:
             if want_weight:
-                add_chunks(weight_sums, chunk_count, p.O * p.K, &grad_weight[0, 0, 0, 0])
+                add_chunks(weight_sums, chunk_count, p.O * p.K, grad_weight_data)
             if want_bias:
-                add_chunks(bias_sums, chunk_count, p.O, &grad_bias[0])
+                add_chunks(bias_sums, chunk_count, p.O, grad_bias_data)
     free(taps)
     free(weight_t)
     free(weight_sums)

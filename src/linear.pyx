@@ -10,12 +10,18 @@ output.  Every output entry is a complete sum in a fixed order computed by one t
 result does not depend on the thread count.  The Python layer validates shapes and hands in
 C-contiguous arrays.
 """
+cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
 from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memset
+
+from arrays cimport array_arg, data, dim, float64_call, numpy_type, optional_arg, shape_error
 
 from gemm cimport (GEMM_MR, GEMM_ROWS_MR, copy_rows, gemm, lanes, pack_a, packed_a_size, packed_cols, round_up,
                    tile_rows, transpose)
+
+cnp.import_array()
 
 cdef extern from "linear_blocks.h":
     enum:
@@ -304,16 +310,33 @@ cdef void rows_forward_share(int member, int team_size, Py_ssize_t I, Py_ssize_t
                       min(<Py_ssize_t> GEMM_ROWS_MR, O - o0), min(2 * vector, ld - n0), kb > 0)
 
 
-def linear_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
-                   const floating[::1] bias, floating[:, ::1] out, int num_threads):
-    """out = x @ weight^T + bias; bias may be None.
+def linear_forward(x, weight, bias, out, int num_threads):
+    """out = x @ weight^T + bias, for x [N, I], weight [O, I], bias [O] or None, out [N, O].
 
     Rows of 256+ features run over weight's rows in place (32+ outputs); long rows with fewer
     outputs run as dot_tiles.  Otherwise,
     with few output features (a classifier head) most of gemm's register tile would be padding, so
     out^T = weight @ x^T is computed instead and transposed: the same numbers.
     """
-    cdef Py_ssize_t N = x.shape[0], I = x.shape[1], O = weight.shape[0]
+    if float64_call(x, "linear_forward"):
+        forward_as(<double> 0, x, weight, bias, out, num_threads)
+    else:
+        forward_as(<float> 0, x, weight, bias, out, num_threads)
+
+
+cdef forward_as(floating kind, x_array, weight_array, bias_array, out_array, int num_threads):
+    cdef int typenum = numpy_type(kind)
+    cdef cnp.ndarray xa = array_arg(x_array, typenum, 2, False, "linear_forward", "x")
+    cdef cnp.ndarray wa = array_arg(weight_array, typenum, 2, False, "linear_forward", "weight")
+    cdef cnp.ndarray ba = optional_arg(bias_array, typenum, 1, False, "linear_forward", "bias")
+    cdef cnp.ndarray oa = array_arg(out_array, typenum, 2, True, "linear_forward", "out")
+    cdef Py_ssize_t N = dim(xa, 0), I = dim(xa, 1), O = dim(wa, 0)
+    if dim(wa, 1) != I or dim(oa, 0) != N or dim(oa, 1) != O or (ba is not None and dim(ba, 0) != O):
+        shape_error("linear_forward", (("x", xa), ("weight", wa), ("bias", ba), ("out", oa)))
+    cdef const floating* x = <const floating*> data(xa)
+    cdef const floating* weight = <const floating*> data(wa)
+    cdef const floating* bias = <const floating*> data(ba)
+    cdef floating* out = <floating*> data(oa)
     cdef Py_ssize_t n, o
     cdef bint by_rows = I >= ROWS_FORWARD_MIN_FEATURES and O >= ROWS_FORWARD_MIN_OUTPUTS
     cdef bint long_rows = I >= LONG_ROW_FEATURES and not by_rows
@@ -325,8 +348,7 @@ def linear_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
         return
     if by_rows:  # bias and all
         with nogil:
-            done = rows_forward(N, I, O, &x[0, 0], &weight[0, 0], NULL if bias is None else &bias[0], &out[0, 0],
-                                num_threads)
+            done = rows_forward(N, I, O, x, weight, bias, out, num_threads)
         if not done:
             raise MemoryError("linear_forward: could not allocate the work buffers")
         return
@@ -336,19 +358,19 @@ def linear_forward(const floating[:, ::1] x, const floating[:, ::1] weight,
             raise MemoryError("linear_forward: could not allocate the output buffer")
     with nogil:
         if long_rows:
-            dot_tiles(N, O, I, &x[0, 0], &weight[0, 0], &out[0, 0], num_threads)
+            dot_tiles(N, O, I, x, weight, out, num_threads)
         elif transposed:
-            done = product(O, N, I, &weight[0, 0], I, 1, &x[0, 0], 1, I, out_t, num_threads)
+            done = product(O, N, I, weight, I, 1, x, 1, I, out_t, num_threads)
         else:
-            done = product(N, O, I, &x[0, 0], I, 1, &weight[0, 0], 1, I, &out[0, 0], num_threads)
+            done = product(N, O, I, x, I, 1, weight, 1, I, out, num_threads)
         if transposed and done:
             for n in range(N):
                 for o in range(O):
-                    out[n, o] = out_t[o * N + n]
-        if bias is not None:
+                    out[n * O + o] = out_t[o * N + n]
+        if bias != NULL:
             for n in range(N):
                 for o in range(O):
-                    out[n, o] += bias[o]
+                    out[n * O + o] += bias[o]
     free(out_t)
     if not done:
         raise MemoryError("linear_forward: could not allocate the work buffers")
@@ -494,40 +516,61 @@ cdef bint head_task(Py_ssize_t task, Py_ssize_t col_tasks, Py_ssize_t N, Py_ssiz
     return False
 
 
-def linear_backward(const floating[:, ::1] x, const floating[:, ::1] weight,
-                    const floating[:, ::1] grad_out, floating[:, ::1] grad_x,
-                    floating[:, ::1] grad_weight, floating[::1] grad_bias, int num_threads):
-    """Write the gradients of linear; grad_x and grad_bias may be None (not wanted).
+def linear_backward(x, weight, grad_out, grad_x, grad_weight, grad_bias, int num_threads):
+    """Write the gradients of linear (shapes as linear_forward's); grad_x and grad_bias may be None
+    (not wanted).
 
     Both products read their long operand (weight, x) in place as B and pack only grad_out;
     for a few rows they are streamed sums of rows instead (combine_rows)."""
-    cdef Py_ssize_t N = x.shape[0], I = x.shape[1], O = weight.shape[0]
+    if float64_call(x, "linear_backward"):
+        backward_as(<double> 0, x, weight, grad_out, grad_x, grad_weight, grad_bias, num_threads)
+    else:
+        backward_as(<float> 0, x, weight, grad_out, grad_x, grad_weight, grad_bias, num_threads)
+
+
+cdef backward_as(floating kind, x_array, weight_array, grad_out_array, grad_x_array, grad_weight_array,
+                 grad_bias_array, int num_threads):
+    cdef int typenum = numpy_type(kind)
+    cdef cnp.ndarray xa = array_arg(x_array, typenum, 2, False, "linear_backward", "x")
+    cdef cnp.ndarray wa = array_arg(weight_array, typenum, 2, False, "linear_backward", "weight")
+    cdef cnp.ndarray ga = array_arg(grad_out_array, typenum, 2, False, "linear_backward", "grad_out")
+    cdef cnp.ndarray gxa = optional_arg(grad_x_array, typenum, 2, True, "linear_backward", "grad_x")
+    cdef cnp.ndarray gwa = array_arg(grad_weight_array, typenum, 2, True, "linear_backward", "grad_weight")
+    cdef cnp.ndarray gba = optional_arg(grad_bias_array, typenum, 1, True, "linear_backward", "grad_bias")
+    cdef Py_ssize_t N = dim(xa, 0), I = dim(xa, 1), O = dim(wa, 0)
+    if (dim(wa, 1) != I or dim(ga, 0) != N or dim(ga, 1) != O or dim(gwa, 0) != O or dim(gwa, 1) != I
+            or (gxa is not None and (dim(gxa, 0) != N or dim(gxa, 1) != I))
+            or (gba is not None and dim(gba, 0) != O)):
+        shape_error("linear_backward", (("x", xa), ("weight", wa), ("grad_out", ga), ("grad_x", gxa),
+                                        ("grad_weight", gwa), ("grad_bias", gba)))
+    cdef const floating* x = <const floating*> data(xa)
+    cdef const floating* weight = <const floating*> data(wa)
+    cdef const floating* grad_out = <const floating*> data(ga)
+    cdef floating* grad_x = <floating*> data(gxa)
+    cdef floating* grad_weight = <floating*> data(gwa)
+    cdef floating* grad_bias = <floating*> data(gba)
     cdef Py_ssize_t n, o
     cdef bint done = True
-    if grad_bias is not None:
-        grad_bias[...] = 0
+    if grad_bias != NULL:
+        memset(grad_bias, 0, O * sizeof(floating))
     if N == 0 or O == 0:  # empty sums, as torch gives
-        grad_weight[...] = 0
-        if grad_x is not None:
-            grad_x[...] = 0
+        memset(grad_weight, 0, O * I * sizeof(floating))
+        if grad_x != NULL:
+            memset(grad_x, 0, N * I * sizeof(floating))
         return
     with nogil:
-        if grad_bias is not None:
+        if grad_bias != NULL:
             for n in range(N):
                 for o in range(O):
-                    grad_bias[o] += grad_out[n, o]
+                    grad_bias[o] += grad_out[n * O + o]
         if N <= FEW_ROWS:
-            few_rows_backward(N, I, O, &x[0, 0], &weight[0, 0], &grad_out[0, 0],
-                              &grad_x[0, 0] if grad_x is not None else NULL, &grad_weight[0, 0], num_threads)
+            few_rows_backward(N, I, O, x, weight, grad_out, grad_x, grad_weight, num_threads)
         else:
-            if grad_x is not None:
-                done = product(N, I, O, &grad_out[0, 0], O, 1, &weight[0, 0], I, 1, &grad_x[0, 0], num_threads,
-                               True)
+            if grad_x != NULL:
+                done = product(N, I, O, grad_out, O, 1, weight, I, 1, grad_x, num_threads, True)
             if O <= GEMM_ROWS_MR and I >= HEAD_MIN_FEATURES:
-                done = done and head_weight_grad(N, I, O, &x[0, 0], &grad_out[0, 0], &grad_weight[0, 0],
-                                                 num_threads)
+                done = done and head_weight_grad(N, I, O, x, grad_out, grad_weight, num_threads)
             else:
-                done = done and product(O, I, N, &grad_out[0, 0], 1, O, &x[0, 0], I, 1, &grad_weight[0, 0],
-                                        num_threads)
+                done = done and product(O, I, N, grad_out, 1, O, x, I, 1, grad_weight, num_threads)
     if not done:
         raise MemoryError("linear_backward: could not allocate the work buffers")

@@ -18,6 +18,8 @@ from cython.parallel cimport prange
 from libc.math cimport fma, fmaf, sqrt, sqrtf
 from libc.stdlib cimport free, malloc
 
+from arrays cimport array_arg, data, dim, float64_call, numpy_type, optional_arg
+
 cnp.import_array()
 
 cdef enum:
@@ -65,9 +67,10 @@ cdef inline Py_ssize_t block_end(Py_ssize_t block, Py_ssize_t n) noexcept nogil:
     return min(n, (block + 1) * BLOCK_ELEMENTS)
 
 
-cdef inline void check_length(str name, Py_ssize_t length, Py_ssize_t expected):
+cdef inline int check_length(str kernel, str name, Py_ssize_t length, Py_ssize_t expected) except -1:
     if length != expected:
-        raise ValueError(f"{name} has {length} elements but the parameter has {expected}")
+        raise ValueError(f"{kernel}: {name} has {length} elements but the parameter has {expected}")
+    return 0
 
 
 # The element functions below compute every candidate and then select, instead of
@@ -147,25 +150,37 @@ cdef SGDOptions sgd_options(double lr, double weight_decay, double momentum, dou
                       init_buffer=init_buffer)
 
 
-def sgd_update(floating[::1] param, const floating[::1] grad, floating[::1] momentum_buffer,
-               double lr, double weight_decay, double momentum, double dampening,
+def sgd_update(param, grad, momentum_buffer, double lr, double weight_decay, double momentum, double dampening,
                bint nesterov, bint maximize, bint init_buffer, int num_threads):
-    """One torch.optim.SGD step for one parameter, in place.
+    """One torch.optim.SGD step for one parameter (flat arrays), in place.
 
     momentum_buffer is None when momentum == 0; with init_buffer it is filled
     with the (decayed) gradient, as torch does on the first step.
     """
-    cdef Py_ssize_t n = param.shape[0]
-    check_length("grad", grad.shape[0], n)
-    if momentum_buffer is not None:
-        check_length("momentum_buffer", momentum_buffer.shape[0], n)
+    cdef SGDOptions options = sgd_options(lr, weight_decay, momentum, dampening, nesterov, maximize, init_buffer)
+    if float64_call(param, "sgd_update"):
+        sgd_update_as(<double> 0, param, grad, momentum_buffer, &options, num_threads)
+    else:
+        sgd_update_as(<float> 0, param, grad, momentum_buffer, &options, num_threads)
+
+
+cdef sgd_update_as(floating kind, param_array, grad_array, buffer_array, const SGDOptions* options,
+                   int num_threads):
+    cdef int typenum = numpy_type(kind)
+    cdef cnp.ndarray pa = array_arg(param_array, typenum, 1, True, "sgd_update", "param")
+    cdef cnp.ndarray ga = array_arg(grad_array, typenum, 1, False, "sgd_update", "grad")
+    cdef cnp.ndarray ba = optional_arg(buffer_array, typenum, 1, True, "sgd_update", "momentum_buffer")
+    cdef Py_ssize_t n = dim(pa, 0)
+    check_length("sgd_update", "grad", dim(ga, 0), n)
+    if ba is not None:
+        check_length("sgd_update", "momentum_buffer", dim(ba, 0), n)
+    cdef floating* param = <floating*> data(pa)
+    cdef const floating* grad = <const floating*> data(ga)
+    cdef floating* buffer = <floating*> data(ba)
     if n == 0:
         return
-    cdef floating* buffer_ptr = &momentum_buffer[0] if momentum_buffer is not None else NULL
-    cdef SGDOptions options = sgd_options(lr, weight_decay, momentum, dampening, nesterov, maximize,
-                                          init_buffer)
     with nogil:
-        sgd_run(&param[0], &grad[0], buffer_ptr, n, &options, num_threads)
+        sgd_run(param, grad, buffer, n, options, num_threads)
 
 
 cdef bint updatable(object array, int dtype, Py_ssize_t size, bint written):
@@ -335,27 +350,16 @@ cdef void adam_range(floating* param, const floating* grad, floating* exp_avg,
                          neg_step_size)
 
 
-def adam_update(floating[::1] param, const floating[::1] grad, floating[::1] exp_avg,
-                floating[::1] exp_avg_sq, floating[::1] max_exp_avg_sq,
-                double step_size, double bias_correction2_sqrt, double beta1, double beta2,
-                double eps, double weight_decay, double lr, bint decoupled_weight_decay,
+def adam_update(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, double step_size, double bias_correction2_sqrt,
+                double beta1, double beta2, double eps, double weight_decay, double lr, bint decoupled_weight_decay,
                 bint maximize, int num_threads):
-    """One torch.optim.Adam step for one parameter, in place.
+    """One torch.optim.Adam step for one parameter (flat arrays), in place.
 
     step_size = lr / (1 - beta1**step) and bias_correction2_sqrt =
     (1 - beta2**step)**0.5 are computed by the caller in double, as torch does.
     max_exp_avg_sq is None unless amsgrad.  With decoupled_weight_decay (AdamW)
     the parameter is first multiplied by 1 - lr * weight_decay.
     """
-    cdef Py_ssize_t n = param.shape[0], block
-    check_length("grad", grad.shape[0], n)
-    check_length("exp_avg", exp_avg.shape[0], n)
-    check_length("exp_avg_sq", exp_avg_sq.shape[0], n)
-    if max_exp_avg_sq is not None:
-        check_length("max_exp_avg_sq", max_exp_avg_sq.shape[0], n)
-    if n == 0:
-        return
-    cdef floating* max_ptr = &max_exp_avg_sq[0] if max_exp_avg_sq is not None else NULL
     cdef bint decoupled = decoupled_weight_decay and weight_decay != 0
     cdef AdamOptions options = AdamOptions(
         grad_sign=-1.0 if maximize else 1.0,
@@ -363,12 +367,39 @@ def adam_update(floating[::1] param, const floating[::1] grad, floating[::1] exp
         decoupled_decay_factor=1.0 - lr * weight_decay if decoupled else 1.0,
         beta1=beta1, beta2=beta2, bias_correction2_sqrt=bias_correction2_sqrt, eps=eps,
         neg_step_size=-step_size)
+    if float64_call(param, "adam_update"):
+        adam_update_as(<double> 0, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, &options, num_threads)
+    else:
+        adam_update_as(<float> 0, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, &options, num_threads)
+
+
+cdef adam_update_as(floating kind, param_array, grad_array, exp_avg_array, exp_avg_sq_array, max_array,
+                    const AdamOptions* options, int num_threads):
+    cdef int typenum = numpy_type(kind)
+    cdef cnp.ndarray pa = array_arg(param_array, typenum, 1, True, "adam_update", "param")
+    cdef cnp.ndarray ga = array_arg(grad_array, typenum, 1, False, "adam_update", "grad")
+    cdef cnp.ndarray ea = array_arg(exp_avg_array, typenum, 1, True, "adam_update", "exp_avg")
+    cdef cnp.ndarray sa = array_arg(exp_avg_sq_array, typenum, 1, True, "adam_update", "exp_avg_sq")
+    cdef cnp.ndarray ma = optional_arg(max_array, typenum, 1, True, "adam_update", "max_exp_avg_sq")
+    cdef Py_ssize_t n = dim(pa, 0), block
+    check_length("adam_update", "grad", dim(ga, 0), n)
+    check_length("adam_update", "exp_avg", dim(ea, 0), n)
+    check_length("adam_update", "exp_avg_sq", dim(sa, 0), n)
+    if ma is not None:
+        check_length("adam_update", "max_exp_avg_sq", dim(ma, 0), n)
+    cdef floating* param = <floating*> data(pa)
+    cdef const floating* grad = <const floating*> data(ga)
+    cdef floating* exp_avg = <floating*> data(ea)
+    cdef floating* exp_avg_sq = <floating*> data(sa)
+    cdef floating* max_ptr = <floating*> data(ma)
+    if n == 0:
+        return
     cdef int threads = threads_for(n, num_threads)
     with nogil:
         if threads == 1:
-            adam_range(&param[0], &grad[0], &exp_avg[0], &exp_avg_sq[0], max_ptr, 0, n, &options)
+            adam_range(param, grad, exp_avg, exp_avg_sq, max_ptr, 0, n, options)
         else:
             for block in prange((n + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS, schedule='static',
                                 num_threads=threads):
-                adam_range(&param[0], &grad[0], &exp_avg[0], &exp_avg_sq[0], max_ptr,
-                           block * BLOCK_ELEMENTS, block_end(block, n), &options)
+                adam_range(param, grad, exp_avg, exp_avg_sq, max_ptr, block * BLOCK_ELEMENTS, block_end(block, n),
+                           options)

@@ -5,13 +5,19 @@ each plane's arithmetic happens in one fixed order: results do not depend on
 the thread count.  Shapes and arguments are validated in Python before any
 kernel runs (cnncy/nn/functional/pooling.py).
 """
+cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t
+from libc.string cimport memset
+
+from arrays cimport array_arg, data, dim, float64_call, numpy_type, same_shape, shape_error
 
 from pooling_core cimport (PoolGeometry, max_pool2d_backward_plane, max_pool2d_plane, max_unpool2x2_plane_f32,
                            max_unpool2x2_plane_f64, vector_2x2)
 from team_size cimport team_size
+
+cnp.import_array()
 
 
 cdef PoolGeometry make_geometry(Py_ssize_t height, Py_ssize_t width, Py_ssize_t out_height,
@@ -25,24 +31,44 @@ cdef PoolGeometry make_geometry(Py_ssize_t height, Py_ssize_t width, Py_ssize_t 
     return g
 
 
+cdef int check_planes(cnp.ndarray image, cnp.ndarray pooled, cnp.ndarray argmax, str op) except -1:
+    """The (n, c) planes of the image-sized and the pooled-sized arrays match; argmax (or None) is
+    shaped as the pooled one."""
+    if (dim(image, 0) != dim(pooled, 0) or dim(image, 1) != dim(pooled, 1)
+            or (argmax is not None and not same_shape(argmax, pooled))):
+        shape_error(op, (("image", image), ("pooled", pooled), ("argmax", argmax)))
+    return 0
+
+
 # ----------------------------------------------------------------- max pooling
 
-def max_pool2d_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
-                       int64_t[:, :, :, ::1] argmax, Py_ssize_t kh, Py_ssize_t kw,
-                       Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
-                       Py_ssize_t dh, Py_ssize_t dw, int num_threads):
-    """out[n, c] = window maxima of x[n, c]; argmax holds each maximum's flat index h * W + w."""
-    cdef PoolGeometry g = make_geometry(x.shape[2], x.shape[3], out.shape[2], out.shape[3],
-                                        kh, kw, sh, sw, ph, pw, dh, dw)
-    cdef Py_ssize_t planes = x.shape[0] * x.shape[1]
+def max_pool2d_forward(x, out, argmax, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
+                       Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, int num_threads):
+    """out[n, c] = window maxima of x[n, c]; argmax (int64, shaped as out) holds each maximum's
+    flat index h * W + w."""
+    if float64_call(x, "max_pool2d_forward"):
+        max_forward_as(<double> 0, x, out, argmax, kh, kw, sh, sw, ph, pw, dh, dw, num_threads)
+    else:
+        max_forward_as(<float> 0, x, out, argmax, kh, kw, sh, sw, ph, pw, dh, dw, num_threads)
+
+
+cdef max_forward_as(floating kind, x_array, out_array, argmax_array, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                    Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, int num_threads):
+    cdef int typenum = numpy_type(kind)
+    cdef cnp.ndarray xa = array_arg(x_array, typenum, 4, False, "max_pool2d_forward", "x")
+    cdef cnp.ndarray oa = array_arg(out_array, typenum, 4, True, "max_pool2d_forward", "out")
+    cdef cnp.ndarray aa = array_arg(argmax_array, cnp.NPY_INT64, 4, True, "max_pool2d_forward", "argmax")
+    check_planes(xa, oa, aa, "max_pool2d_forward")
+    cdef PoolGeometry g = make_geometry(dim(xa, 2), dim(xa, 3), dim(oa, 2), dim(oa, 3), kh, kw, sh, sw, ph, pw, dh, dw)
+    cdef Py_ssize_t planes = dim(xa, 0) * dim(xa, 1)
     cdef Py_ssize_t in_size = g.height * g.width
     cdef Py_ssize_t out_size = g.out_height * g.out_width
     cdef Py_ssize_t p
+    cdef const floating* x_data = <const floating*> data(xa)
+    cdef floating* out_data = <floating*> data(oa)
+    cdef int64_t* argmax_data = <int64_t*> data(aa)
     if planes == 0 or out_size == 0:
         return
-    cdef const floating* x_data = &x[0, 0, 0, 0]
-    cdef floating* out_data = &out[0, 0, 0, 0]
-    cdef int64_t* argmax_data = &argmax[0, 0, 0, 0]
     cdef int threads = team_size(planes, planes * out_size * kh * kw, num_threads)
     if threads == 1:  # no parallel region (one costs ~0.7 us even for one thread)
         with nogil:
@@ -55,28 +81,39 @@ def max_pool2d_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] ou
                          argmax_data + p * out_size, &g)
 
 
-def max_pool2d_backward(const floating[:, :, :, ::1] grad_out, const int64_t[:, :, :, ::1] argmax,
-                        floating[:, :, :, ::1] grad_x, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
-                        Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
-                        int num_threads):
+def max_pool2d_backward(grad_out, argmax, grad_x, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                        Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw, int num_threads):
     """grad_x = 0, then grad_x[n, c].flat[argmax[n, c, i]] += grad_out[n, c].flat[i] in order of i.
 
     The window (as for max_pool2d_forward) picks the kernel: plain 2x2 windows never overlap, so
     there each plane is written once (pool_blocks.h) instead of zeroed and scattered into."""
-    cdef PoolGeometry g = make_geometry(grad_x.shape[2], grad_x.shape[3], grad_out.shape[2], grad_out.shape[3],
-                                        kh, kw, sh, sw, ph, pw, dh, dw)
-    cdef Py_ssize_t planes = grad_x.shape[0] * grad_x.shape[1]
-    cdef Py_ssize_t in_size = grad_x.shape[2] * grad_x.shape[3]
-    cdef Py_ssize_t out_size = grad_out.shape[2] * grad_out.shape[3]
+    if float64_call(grad_out, "max_pool2d_backward"):
+        max_backward_as(<double> 0, grad_out, argmax, grad_x, kh, kw, sh, sw, ph, pw, dh, dw, num_threads)
+    else:
+        max_backward_as(<float> 0, grad_out, argmax, grad_x, kh, kw, sh, sw, ph, pw, dh, dw, num_threads)
+
+
+cdef max_backward_as(floating kind, grad_out_array, argmax_array, grad_x_array, Py_ssize_t kh, Py_ssize_t kw,
+                     Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
+                     int num_threads):
+    cdef int typenum = numpy_type(kind)
+    cdef cnp.ndarray ga = array_arg(grad_out_array, typenum, 4, False, "max_pool2d_backward", "grad_out")
+    cdef cnp.ndarray aa = array_arg(argmax_array, cnp.NPY_INT64, 4, False, "max_pool2d_backward", "argmax")
+    cdef cnp.ndarray xa = array_arg(grad_x_array, typenum, 4, True, "max_pool2d_backward", "grad_x")
+    check_planes(xa, ga, aa, "max_pool2d_backward")
+    cdef PoolGeometry g = make_geometry(dim(xa, 2), dim(xa, 3), dim(ga, 2), dim(ga, 3), kh, kw, sh, sw, ph, pw, dh, dw)
+    cdef Py_ssize_t planes = dim(xa, 0) * dim(xa, 1)
+    cdef Py_ssize_t in_size = g.height * g.width
+    cdef Py_ssize_t out_size = g.out_height * g.out_width
     cdef Py_ssize_t p
+    cdef floating* grad_x_data = <floating*> data(xa)
+    cdef const floating* grad_out_data = <const floating*> data(ga)
+    cdef const int64_t* argmax_data = <const int64_t*> data(aa)
     if planes == 0 or in_size == 0:
         return
     if out_size == 0:
-        grad_x[...] = 0
+        memset(grad_x_data, 0, planes * in_size * sizeof(floating))
         return
-    cdef floating* grad_x_data = &grad_x[0, 0, 0, 0]
-    cdef const floating* grad_out_data = &grad_out[0, 0, 0, 0]
-    cdef const int64_t* argmax_data = &argmax[0, 0, 0, 0]
     cdef int threads = team_size(planes, planes * (in_size + out_size), num_threads)
     if threads == 1:  # no parallel region (one costs ~0.7 us even for one thread)
         with nogil:
@@ -172,21 +209,31 @@ cdef inline void avg_pool2d_backward_plane(const floating* grad_out, floating* g
                     grad_x[ih * g.width + iw] += share
 
 
-def avg_pool2d_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
-                       Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-                       Py_ssize_t ph, Py_ssize_t pw, bint count_include_pad,
-                       Py_ssize_t divisor_override, int num_threads):
+def avg_pool2d_forward(x, out, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
+                       Py_ssize_t pw, bint count_include_pad, Py_ssize_t divisor_override, int num_threads):
     """out[n, c] = window sums of x[n, c] / divisor; divisor_override 0 means none."""
-    cdef PoolGeometry g = make_geometry(x.shape[2], x.shape[3], out.shape[2], out.shape[3],
-                                        kh, kw, sh, sw, ph, pw, 1, 1)
-    cdef Py_ssize_t planes = x.shape[0] * x.shape[1]
+    if float64_call(x, "avg_pool2d_forward"):
+        avg_forward_as(<double> 0, x, out, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override, num_threads)
+    else:
+        avg_forward_as(<float> 0, x, out, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override, num_threads)
+
+
+cdef avg_forward_as(floating kind, x_array, out_array, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                    Py_ssize_t ph, Py_ssize_t pw, bint count_include_pad, Py_ssize_t divisor_override,
+                    int num_threads):
+    cdef int typenum = numpy_type(kind)
+    cdef cnp.ndarray xa = array_arg(x_array, typenum, 4, False, "avg_pool2d_forward", "x")
+    cdef cnp.ndarray oa = array_arg(out_array, typenum, 4, True, "avg_pool2d_forward", "out")
+    check_planes(xa, oa, None, "avg_pool2d_forward")
+    cdef PoolGeometry g = make_geometry(dim(xa, 2), dim(xa, 3), dim(oa, 2), dim(oa, 3), kh, kw, sh, sw, ph, pw, 1, 1)
+    cdef Py_ssize_t planes = dim(xa, 0) * dim(xa, 1)
     cdef Py_ssize_t in_size = g.height * g.width
     cdef Py_ssize_t out_size = g.out_height * g.out_width
     cdef Py_ssize_t p
+    cdef const floating* x_data = <const floating*> data(xa)
+    cdef floating* out_data = <floating*> data(oa)
     if planes == 0 or out_size == 0:
         return
-    cdef const floating* x_data = &x[0, 0, 0, 0]
-    cdef floating* out_data = &out[0, 0, 0, 0]
     cdef int threads = team_size(planes, planes * out_size * kh * kw, num_threads)
     if threads == 1:  # no parallel region (one costs ~0.7 us even for one thread)
         with nogil:
@@ -199,21 +246,34 @@ def avg_pool2d_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] ou
                          count_include_pad, divisor_override)
 
 
-def avg_pool2d_backward(const floating[:, :, :, ::1] grad_out, floating[:, :, :, ::1] grad_x,
-                        Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
-                        Py_ssize_t ph, Py_ssize_t pw, bint count_include_pad,
-                        Py_ssize_t divisor_override, int num_threads):
+def avg_pool2d_backward(grad_out, grad_x, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                        Py_ssize_t ph, Py_ssize_t pw, bint count_include_pad, Py_ssize_t divisor_override,
+                        int num_threads):
     """grad_x = 0, then each output's gradient / divisor is added to its window, in output order."""
-    cdef PoolGeometry g = make_geometry(grad_x.shape[2], grad_x.shape[3], grad_out.shape[2],
-                                        grad_out.shape[3], kh, kw, sh, sw, ph, pw, 1, 1)
-    cdef Py_ssize_t planes = grad_x.shape[0] * grad_x.shape[1]
+    if float64_call(grad_out, "avg_pool2d_backward"):
+        avg_backward_as(<double> 0, grad_out, grad_x, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override,
+                        num_threads)
+    else:
+        avg_backward_as(<float> 0, grad_out, grad_x, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override,
+                        num_threads)
+
+
+cdef avg_backward_as(floating kind, grad_out_array, grad_x_array, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                     Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, bint count_include_pad,
+                     Py_ssize_t divisor_override, int num_threads):
+    cdef int typenum = numpy_type(kind)
+    cdef cnp.ndarray ga = array_arg(grad_out_array, typenum, 4, False, "avg_pool2d_backward", "grad_out")
+    cdef cnp.ndarray xa = array_arg(grad_x_array, typenum, 4, True, "avg_pool2d_backward", "grad_x")
+    check_planes(xa, ga, None, "avg_pool2d_backward")
+    cdef PoolGeometry g = make_geometry(dim(xa, 2), dim(xa, 3), dim(ga, 2), dim(ga, 3), kh, kw, sh, sw, ph, pw, 1, 1)
+    cdef Py_ssize_t planes = dim(xa, 0) * dim(xa, 1)
     cdef Py_ssize_t in_size = g.height * g.width
     cdef Py_ssize_t out_size = g.out_height * g.out_width
     cdef Py_ssize_t p
+    cdef floating* grad_x_data = <floating*> data(xa)
+    cdef const floating* grad_out_data = <const floating*> data(ga)
     if planes == 0 or in_size == 0 or out_size == 0:
         return
-    cdef floating* grad_x_data = &grad_x[0, 0, 0, 0]
-    cdef const floating* grad_out_data = &grad_out[0, 0, 0, 0]
     cdef int threads = team_size(planes, planes * (in_size + out_size * kh * kw), num_threads)
     if threads == 1:  # no parallel region (one costs ~0.7 us even for one thread)
         with nogil:
