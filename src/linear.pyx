@@ -80,7 +80,7 @@ cdef Py_ssize_t ROWS_KC = 512
 cdef Py_ssize_t TILE_ROWS = 64
 cdef Py_ssize_t TILE_COLS = 192
 # A weight gradient with at most GEMM_ROWS_MR outputs (a classifier head) and at least this many
-# features runs as head_weight_grad: one tile_rows tile covers every output, where gemm's packed
+# features runs as head_backward: one tile_rows tile covers every output, where gemm's packed
 # tiles pad 10 outputs to 16 rows.
 cdef Py_ssize_t HEAD_MIN_FEATURES = 1024
 
@@ -438,10 +438,12 @@ cdef void few_rows_share(int member, int team_size, Py_ssize_t N, Py_ssize_t I, 
         combine_rows(N, min(FEW_ROWS_COLUMNS, I - j0), O, grad_out, O, 1, weight + j0, I, grad_x + j0, I)
 
 
-cdef bint head_weight_grad(Py_ssize_t N, Py_ssize_t I, Py_ssize_t O, const floating* x, const floating* grad_out,
-                           floating* grad_weight, int num_threads) noexcept nogil:
-    """grad_weight[O, I] = grad_out^T @ x for O <= GEMM_ROWS_MR, as the sum of two partial products
-    over fixed halves of the batch: samples [0, (N + 1) // 2) and the rest.  False if out of memory.
+cdef bint head_backward(Py_ssize_t N, Py_ssize_t I, Py_ssize_t O, const floating* x, const floating* weight,
+                        const floating* grad_out, floating* grad_x, floating* grad_weight, int num_threads) noexcept nogil:
+    """A classifier head's gradients (O <= GEMM_ROWS_MR), in one parallel region: grad_weight[O, I] =
+    grad_out^T @ x as the sum of two partial products over fixed halves of the batch (samples
+    [0, (N + 1) // 2) and the rest), and, unless grad_x is NULL, grad_x = grad_out @ weight in
+    bands of samples as `product` computes it.  False if out of memory.
 
     Why halves: the batch is what the other kernels split between threads (each thread computes
     the activations and input gradients of its own samples), so here each thread of two reads only
@@ -450,33 +452,53 @@ cdef bint head_weight_grad(Py_ssize_t N, Py_ssize_t I, Py_ssize_t O, const float
     cores shared no cache, SimpleCNN's head backward took 91 us instead of 60 and the fused forward
     after it 160 instead of 100 (2 threads, batch 64).  The halves are fixed by N alone, and the
     reduction adds them in order, so the result does not depend on the thread count.  The
-    reduction splits grad_weight by rows, as the optimizer's step splits the flat parameters."""
+    reduction splits grad_weight by rows, as the optimizer's step splits the flat parameters.
+
+    Why one region: the two products are independent, so a thread goes from its half of the weight
+    gradient to its band of grad_x without waiting; one barrier, before the reduction, replaces the
+    two regions' fork/join and barriers."""
     cdef Py_ssize_t width = 2 * lanes(<floating*> NULL)
     cdef Py_ssize_t col_tasks = (I + width - 1) // width
     cdef Py_ssize_t size = O * I
     cdef floating* partial = <floating*> malloc(2 * size * sizeof(floating))
-    cdef int threads = team(N * I * O, num_threads)
-    cdef Py_ssize_t task, o
+    cdef floating* a_packed = NULL
+    cdef int threads = team(N * I * O * (2 if grad_x != NULL else 1), num_threads)
+    cdef Py_ssize_t task, o, tile, tile_rows, tile_cols, row_tiles = 0, col_tiles = 0
     cdef int failed = 0
     cdef int* failed_flag = &failed
-    if partial == NULL:
+    if grad_x != NULL:
+        a_packed = <floating*> malloc(max(packed_a_size(N, O), 1) * sizeof(floating))
+    if partial == NULL or (grad_x != NULL and a_packed == NULL):
+        free(partial)
+        free(a_packed)
         return False
+    if grad_x != NULL:
+        pack_a(N, O, grad_out, O, 1, a_packed)  # N x O: a few KB
+        tile_shape(<floating*> NULL, N, I, threads, True, &tile_rows, &tile_cols)
+        row_tiles = (N + tile_rows - 1) // tile_rows
+        col_tiles = (I + tile_cols - 1) // tile_cols
     if threads == 1:  # no parallel region for small work
         for task in range(2 * col_tasks):
             if head_task(task, col_tasks, N, I, O, x, grad_out, partial):
                 failed = 1
+        for tile in range(row_tiles * col_tiles):
+            product_tile(tile, col_tiles, tile_rows, tile_cols, N, I, O, a_packed, weight, I, 1, grad_x)
         for o in range(O):
             add_rows(partial + o * I, partial + size + o * I, I, grad_weight + o * I)
     else:
         with parallel(num_threads=threads):
-            # Tasks in order of halves: with two threads, each computes one half.
+            # Tasks in order of halves: with two threads, each computes one half.  (Cython's prange
+            # inside a parallel block ends without a barrier.)
             for task in prange(2 * col_tasks, schedule="static"):
                 if head_task(task, col_tasks, N, I, O, x, grad_out, partial):
                     failed_flag[0] = 1
-            cnncy_barrier()  # Cython's prange inside a parallel block ends without one
+            for tile in prange(row_tiles * col_tiles, schedule="static"):
+                product_tile(tile, col_tiles, tile_rows, tile_cols, N, I, O, a_packed, weight, I, 1, grad_x)
+            cnncy_barrier()
             for o in prange(O, schedule="static"):
                 add_rows(partial + o * I, partial + size + o * I, I, grad_weight + o * I)
     free(partial)
+    free(a_packed)
     return failed == 0
 
 
@@ -488,7 +510,7 @@ cdef inline void add_rows(const floating* a, const floating* b, Py_ssize_t n, fl
 
 cdef bint head_task(Py_ssize_t task, Py_ssize_t col_tasks, Py_ssize_t N, Py_ssize_t I, Py_ssize_t O,
                     const floating* x, const floating* grad_out, floating* partial) noexcept nogil:
-    """Task `task` of head_weight_grad: one half of the batch (task // col_tasks) times one block of
+    """Task `task` of head_backward: one half of the batch (task // col_tasks) times one block of
     2 vectors of columns, into that half's partial product.  True if out of memory."""
     cdef Py_ssize_t width = 2 * lanes(<floating*> NULL)
     cdef Py_ssize_t half = task // col_tasks
@@ -566,11 +588,11 @@ cdef backward_as(floating kind, x_array, weight_array, grad_out_array, grad_x_ar
         if N <= FEW_ROWS:
             few_rows_backward(N, I, O, x, weight, grad_out, grad_x, grad_weight, num_threads)
         else:
-            if grad_x != NULL:
-                done = product(N, I, O, grad_out, O, 1, weight, I, 1, grad_x, num_threads, True)
             if O <= GEMM_ROWS_MR and I >= HEAD_MIN_FEATURES:
-                done = done and head_weight_grad(N, I, O, x, grad_out, grad_weight, num_threads)
+                done = head_backward(N, I, O, x, weight, grad_out, grad_x, grad_weight, num_threads)
             else:
+                if grad_x != NULL:
+                    done = product(N, I, O, grad_out, O, 1, weight, I, 1, grad_x, num_threads, True)
                 done = done and product(O, I, N, grad_out, 1, O, x, I, 1, grad_weight, num_threads)
     if not done:
         raise MemoryError("linear_backward: could not allocate the work buffers")
