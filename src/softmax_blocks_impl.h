@@ -40,8 +40,9 @@ static inline NAME(vec) NAME(exp_lanes)(NAME(vec) t)
     return NAME(select)(t != t, t, result);
 }
 
-/* The sum of exp(x[j] - shift) for j < n, added one j after another in order. */
-static inline REAL NAME(exp_shifted_sum)(const REAL* x, REAL shift, ptrdiff_t n)
+/* out[j] = exp(x[j] - shift) for j < n, unless out is NULL (out may be x); returns their sum,
+ * added one j after another in order. */
+static inline REAL NAME(exp_shifted)(const REAL* x, REAL shift, REAL* out, ptrdiff_t n)
 {
     const int lanes = CNNCY_BLOCK_BYTES / sizeof(REAL);
     REAL total = 0;
@@ -51,22 +52,8 @@ static inline REAL NAME(exp_shifted_sum)(const REAL* x, REAL shift, ptrdiff_t n)
         NAME(vec) e = NAME(exp_lanes)(v - shift);
         for (int k = 0; k < width; k++)
             total = total + e[k];
-    }
-    return total;
-}
-
-/* out[j] = exp(x[j] - shift) for j < n; returns their sum, added one j after another in order.
- * out may be x. */
-static inline REAL NAME(exp_shifted_store)(const REAL* x, REAL shift, REAL* out, ptrdiff_t n)
-{
-    const int lanes = CNNCY_BLOCK_BYTES / sizeof(REAL);
-    REAL total = 0;
-    for (ptrdiff_t j = 0; j < n; j += lanes) {
-        int width = n - j < lanes ? (int) (n - j) : lanes;
-        NAME(vec) v = width == lanes ? NAME(load)(x + j) : NAME(load_first)(x + j, width);
-        NAME(vec) e = NAME(exp_lanes)(v - shift);
-        for (int k = 0; k < width; k++)
-            total = total + e[k];
+        if (out == NULL)
+            continue;
         if (width == lanes)
             NAME(store)(out + j, e);
         else

@@ -9,10 +9,8 @@ from cython cimport floating
 from libc.math cimport INFINITY, log, logf
 
 cdef extern from "softmax_blocks.h":
-    float exp_shifted_sum_f32(const float* x, float shift, Py_ssize_t n) noexcept nogil
-    double exp_shifted_sum_f64(const double* x, double shift, Py_ssize_t n) noexcept nogil
-    float exp_shifted_store_f32(const float* x, float shift, float* out, Py_ssize_t n) noexcept nogil
-    double exp_shifted_store_f64(const double* x, double shift, double* out, Py_ssize_t n) noexcept nogil
+    float exp_shifted_f32(const float* x, float shift, float* out, Py_ssize_t n) noexcept nogil
+    double exp_shifted_f64(const double* x, double shift, double* out, Py_ssize_t n) noexcept nogil
     void exp_scaled_f32(const float* base, const float* x, float scale, float* out, Py_ssize_t n) noexcept nogil
     void exp_scaled_f64(const double* base, const double* x, double scale, double* out, Py_ssize_t n) noexcept nogil
 
@@ -38,9 +36,9 @@ cdef inline void log_softmax_row(const floating* x, floating* out, Py_ssize_t n)
     cdef floating shift = row_max(x, n)
     cdef floating total
     if floating is float:
-        total = exp_shifted_sum_f32(x, shift, n)
+        total = exp_shifted_f32(x, shift, NULL, n)
     else:
-        total = exp_shifted_sum_f64(x, shift, n)
+        total = exp_shifted_f64(x, shift, NULL, n)
     total = log_(total)
     for j in range(n):
         out[j] = x[j] - shift - total
@@ -51,9 +49,9 @@ cdef inline void softmax_row(const floating* x, floating* out, Py_ssize_t n) noe
     cdef floating shift = row_max(x, n)
     cdef floating total
     if floating is float:
-        total = exp_shifted_store_f32(x, shift, out, n)
+        total = exp_shifted_f32(x, shift, out, n)
     else:
-        total = exp_shifted_store_f64(x, shift, out, n)
+        total = exp_shifted_f64(x, shift, out, n)
     total = 1 / total
     for j in range(n):
         out[j] = out[j] * total
