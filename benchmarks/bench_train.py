@@ -119,11 +119,24 @@ def run_worker(args):
         try:
             step = (onnxruntime_step(workload, args.threads) if lib_name == "onnxruntime"
                     else torch_like_step(lib_name, workload))
+            before = region_round_trip(lib_name, args.threads)
             seconds, iters = harness.seconds_per_call(step, args.warmup, args.iters, args.seconds)
             results[workload_name(workload)] = {"ms": seconds * 1e3, "iters": iters}
+            if before is not None:
+                results[workload_name(workload)]["region_us"] = max(before, region_round_trip(lib_name, args.threads))
         except Exception as error:  # a library missing an op still reports the other workloads
             results[workload_name(workload)] = {"error": harness.describe_error(error)}
     print(json.dumps({"lib": lib_name, "threads": args.threads, "versions": versions, "results": results}))
+
+
+def region_round_trip(lib_name, threads):
+    """cnncy's parallel-region round trip at `threads` threads, in microseconds (None for another
+    library or one thread): the probe of how fast the cores reach each other that the report prints
+    next to the timings.  Only in cnncy's worker: a second OpenMP runtime would distort torch's."""
+    if lib_name != "cnncy" or threads < 2:
+        return None
+    import cnncy
+    return cnncy._parallel.region_round_trip(threads)
 
 
 # ------------------------------------------------------------------ parent side
@@ -135,7 +148,10 @@ def worker_args(args, workloads):
 
 
 def collect(args, libs, thread_counts):
-    """Run the workers round-robin; {(lib, threads, workload name): [ms per round]}, errors, reports."""
+    """Run the workers round-robin; {(lib, threads, workload name): [ms per round]}, errors, reports.
+
+    A result's region round trip (cnncy's workers at 2+ threads) goes into timings too, under the key
+    (lib, threads, workload name, "region_us")."""
     timings, errors, reports = {}, {}, []
     for round_index in range(args.rounds):
         for threads in thread_counts:
@@ -153,6 +169,8 @@ def collect(args, libs, thread_counts):
                     result = report.get("results", {}).get(name, {"error": report.get("error")})
                     if "ms" in result:
                         timings.setdefault((lib, threads, name), []).append(result["ms"])
+                        if "region_us" in result:
+                            timings.setdefault((lib, threads, name, "region_us"), []).append(result["region_us"])
                     else:
                         errors[(lib, name)] = result["error"]
     return timings, errors, reports
@@ -195,6 +213,35 @@ def scaling_table(args, libs, thread_counts, timings):
     return harness.markdown_table(header, rows)
 
 
+def rounds_table(args, thread_counts, timings):
+    """cnncy's speed-up per round next to its multi-thread worker's region round trip (None if cnncy
+    did not run at two thread counts)."""
+    first, last = thread_counts[0], thread_counts[-1]
+    rows = []
+    for workload in args.workloads:
+        name = workload_name(workload)
+        slow, fast = timings.get(("cnncy", first, name), []), timings.get(("cnncy", last, name), [])
+        probes = timings.get(("cnncy", last, name, "region_us"), [])
+        if len(slow) != len(fast) or len(probes) != len(fast) or not fast or first == last:
+            continue
+        cells = [f"{harness.format_ratio(a, b)} ({probe:.2f} us)" for a, b, probe in zip(slow, fast, probes)]
+        rows.append([name, " ".join(cells)])
+    if not rows:
+        return None
+    return harness.markdown_table(["workload", f"cnncy speed-up {first} -> {last} by round (region round trip)"], rows)
+
+
+def region_line(args, timings):
+    """One line with cnncy's region round trip per round, for the comparison report."""
+    per_round = [timings.get(("cnncy", args.threads, workload_name(w), "region_us"), []) for w in args.workloads]
+    per_round = list(zip(*per_round))  # rounds in which every workload has its probe
+    if not per_round:
+        return None
+    values = ", ".join(f"{harness.median_or_none(values):.2f}" for values in per_round)
+    return (f"cnncy's parallel-region round trip at {args.threads} threads, per round (median over workloads): "
+            f"{values} us.")
+
+
 def print_report(args, libs, thread_counts, timings, errors, reports):
     threads_text = ",".join(map(str, thread_counts))
     print(harness.machine_line(threads_text))
@@ -207,8 +254,16 @@ def print_report(args, libs, thread_counts, timings, errors, reports):
     print()
     if args.threads_scaling:
         print(scaling_table(args, libs, thread_counts, timings))
+        by_round = rounds_table(args, thread_counts, timings)
+        if by_round:
+            print()
+            print(by_round)
     else:
         print(comparison_table(args, libs, timings))
+        line = region_line(args, timings)
+        if line:
+            print()
+            print(line)
     for (lib, name), message in sorted(errors.items()):
         print(f"\n{lib} {name}: {message}", end="")
     print()

@@ -5,6 +5,7 @@ The thread count the kernels use lives in cnncy/_threads.py; every kernel takes
 it as an argument so that no kernel module needs state of its own.
 """
 cimport openmp
+from cython.parallel cimport parallel
 
 cdef extern from *:
     """
@@ -36,3 +37,27 @@ def omp_max_threads():
     if CNNCY_HAVE_OPENMP:
         return openmp.omp_get_max_threads()
     return 1
+
+
+def region_round_trip(int num_threads, int regions=2000):
+    """Mean microseconds per parallel region of num_threads threads that does nothing, over
+    `regions` regions run back to back (after as many to wake the team); 0.0 without OpenMP.
+
+    That is the cost of starting the team and joining it, which is set by how fast a cache line
+    written on one core reaches the others.  The benchmarks print it because on a shared VM that
+    speed has phases: on the development VM a region takes ~1.6 us in one and ~3.4 us in the other,
+    and a 2-thread SimpleCNN step is ~20% slower in the second (every kernel hands data between the
+    cores), while a 1-thread step is not."""
+    cdef int round_, region
+    cdef double start = 0.0, end = 0.0
+    cdef int[64] touched
+    if not CNNCY_HAVE_OPENMP or num_threads < 1 or regions < 1:
+        return 0.0
+    with nogil:
+        for round_ in range(2):
+            start = openmp.omp_get_wtime()
+            for region in range(regions):
+                with parallel(num_threads=num_threads):
+                    touched[openmp.omp_get_thread_num() % 64] = region
+            end = openmp.omp_get_wtime()
+    return (end - start) / regions * 1e6
