@@ -233,10 +233,10 @@ def rounds_table(args, thread_counts, timings):
 
 def region_line(args, timings):
     """One line with cnncy's region round trip per round, for the comparison report."""
-    per_round = [timings.get(("cnncy", args.threads, workload_name(w), "region_us"), []) for w in args.workloads]
-    per_round = list(zip(*per_round))  # rounds in which every workload has its probe
-    if not per_round:
-        return None
+    by_workload = [timings.get(("cnncy", args.threads, workload_name(w), "region_us"), []) for w in args.workloads]
+    if not by_workload[0] or any(len(probes) != len(by_workload[0]) for probes in by_workload):
+        return None  # no probes, or a workload failed in some round: rounds would not line up
+    per_round = list(zip(*by_workload))
     values = ", ".join(f"{harness.median_or_none(values):.2f}" for values in per_round)
     return (f"cnncy's parallel-region round trip at {args.threads} threads, per round (median over workloads): "
             f"{values} us.")

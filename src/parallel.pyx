@@ -40,14 +40,15 @@ def omp_max_threads():
 
 
 def region_round_trip(int num_threads, int regions=2000):
-    """Mean microseconds per parallel region of num_threads threads that does nothing, over
-    `regions` regions run back to back (after as many to wake the team); 0.0 without OpenMP.
+    """Mean microseconds per parallel region of num_threads threads that does almost nothing (each
+    thread stores one int, all into one cache line), over `regions` regions run back to back (after
+    as many to wake the team); 0.0 without OpenMP.
 
     That is the cost of starting the team and joining it, which is set by how fast a cache line
     written on one core reaches the others.  The benchmarks print it because on a shared VM that
-    speed has phases: on the development VM a region takes ~1.6 us in one and ~3.4 us in the other,
-    and a 2-thread SimpleCNN step is ~20% slower in the second (every kernel hands data between the
-    cores), while a 1-thread step is not."""
+    speed has phases: on the development VM, at 2 threads, a region takes ~0.45 us in one and
+    ~1.0-1.2 us in the other, and a 2-thread SimpleCNN step is ~20% slower in the second (every
+    kernel hands data between the cores), while a 1-thread step is not."""
     cdef int round_, region
     cdef double start = 0.0, end = 0.0
     cdef int[64] touched
